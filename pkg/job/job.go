@@ -1,0 +1,109 @@
+package job
+
+import (
+	"database/sql/driver"
+	"fmt"
+	"time"
+)
+
+// State is where a job is in its lifecycle.
+type State string
+
+// The states of a job. Succeeded, Dead and Cancelled are terminal.
+const (
+	Scheduled State = "scheduled" // waits for its run time
+	Queued    State = "queued"    // published, waits for a worker
+	Running   State = "running"   // a worker holds it
+	Retrying  State = "retrying"  // failed an attempt, waits for its backoff
+	Succeeded State = "succeeded"
+	Dead      State = "dead" // attempts exhausted, or failed for good
+	Cancelled State = "cancelled"
+)
+
+// Terminal reports whether s is a final state.
+func (s State) Terminal() bool { return s == Succeeded || s == Dead || s == Cancelled }
+
+// Valid reports whether s is one of the states above.
+func (s State) Valid() bool {
+	switch s {
+	case Scheduled, Queued, Running, Retrying, Succeeded, Dead, Cancelled:
+		return true
+	}
+	return false
+}
+
+// Job is a job as stored and as the REST API shows it.
+type Job struct {
+	ID          ID         `json:"id" db:"id"`
+	Tenant      string     `json:"-" db:"tenant"`
+	Type        string     `json:"type" db:"type"`
+	Queue       string     `json:"queue" db:"queue"`
+	Priority    int        `json:"priority" db:"priority"`
+	State       State      `json:"state" db:"state"`
+	Attempt     int        `json:"attempt" db:"attempt"`
+	MaxAttempts int        `json:"max_attempts" db:"max_attempts"`
+	TimeoutMS   int64      `json:"-" db:"timeout_ms"`
+	Payload     JSON       `json:"payload" db:"payload"`
+	Result      JSON       `json:"result" db:"result"`
+	Error       *string    `json:"error" db:"error"`
+	Progress    JSON       `json:"progress" db:"progress"`
+	CreatedAt   time.Time  `json:"created_at" db:"created_at"`
+	ScheduledAt *time.Time `json:"scheduled_at" db:"scheduled_at"`
+	StartedAt   *time.Time `json:"started_at" db:"started_at"`
+	FinishedAt  *time.Time `json:"finished_at" db:"finished_at"`
+}
+
+// Timeout returns the handler deadline for one attempt.
+func (j *Job) Timeout() time.Duration { return time.Duration(j.TimeoutMS) * time.Millisecond }
+
+// Message is what the broker carries for a job: enough for a worker to route
+// it to a handler without reading Postgres first.
+type Message struct {
+	ID   ID     `json:"id"`
+	Type string `json:"type"`
+}
+
+// JSON is a raw JSON value that may be absent. It marshals as itself (or null
+// when empty) and stores in a nullable Postgres jsonb column.
+type JSON []byte
+
+// MarshalJSON implements json.Marshaler.
+func (j JSON) MarshalJSON() ([]byte, error) {
+	if len(j) == 0 {
+		return []byte("null"), nil
+	}
+	return j, nil
+}
+
+// UnmarshalJSON implements json.Unmarshaler; a JSON null becomes empty.
+func (j *JSON) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*j = nil
+		return nil
+	}
+	*j = append((*j)[:0], b...)
+	return nil
+}
+
+// Value implements driver.Valuer: empty is SQL NULL.
+func (j JSON) Value() (driver.Value, error) {
+	if len(j) == 0 {
+		return nil, nil
+	}
+	return []byte(j), nil
+}
+
+// Scan implements sql.Scanner.
+func (j *JSON) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*j = nil
+	case []byte:
+		*j = append((*j)[:0], v...)
+	case string:
+		*j = JSON(v)
+	default:
+		return fmt.Errorf("scan JSON from %T", src)
+	}
+	return nil
+}
