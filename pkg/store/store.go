@@ -278,3 +278,9 @@ func nullJSON(b job.JSON) any {
 	}
 	return []byte(b)
 }
+
+// Snooze puts a running attempt back to scheduled at the given time without
+// counting it.
+func (s *Store) Snooze(ctx context.Context, id job.ID, attempt int, at time.Time) (*job.Job, error) {
+	return s.finish(ctx, id, attempt, `state = 'scheduled', attempt = attempt - 1, started_at = NULL, scheduled_at = $3`, at)
+}

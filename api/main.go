@@ -1,0 +1,95 @@
+// Command api is Warren's web process: the REST API behind the load balancer.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/warrenhq/warren/pkg/broker"
+	"github.com/warrenhq/warren/pkg/cache"
+	"github.com/warrenhq/warren/pkg/config"
+	"github.com/warrenhq/warren/pkg/server"
+	"github.com/warrenhq/warren/pkg/store"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Getenv, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "api:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, getenv config.Getenv, out io.Writer) error {
+	cfg, err := config.LoadAPI(getenv)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	log := cfg.Logger(out).With("process", "api")
+	st, err := store.Open(store.Config{URLs: cfg.DatabaseURLs})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ca, err := cache.New(cache.Config{URL: cfg.RedisURL, Prefix: cfg.Namespace + ":", TTL: cfg.ResultTTL})
+	if err != nil {
+		return err
+	}
+	defer ca.Close()
+	br, err := broker.New(ctx, broker.Config{URL: cfg.RabbitMQURL, Prefix: cfg.Namespace, ConnectionName: "warren-api"}, log)
+	if err != nil {
+		return err
+	}
+	defer br.Close()
+	tenants := make([]server.Tenant, len(cfg.Tenants))
+	for i, t := range cfg.Tenants {
+		tenants[i] = server.Tenant{Name: t.Name, Token: t.Token}
+	}
+	srv, err := server.New(server.Config{
+		Tenants: tenants, Insecure: cfg.Insecure, MaxBodyBytes: int64(cfg.MaxBodyBytes),
+		DefaultMaxAttempts: cfg.DefaultMaxAttempts, DefaultTimeout: cfg.DefaultTimeout,
+	}, st, br, ca, log)
+	if err != nil {
+		return err
+	}
+	if cfg.Insecure {
+		log.Warn("WARREN_INSECURE is set: requests without a token act as tenant \"default\"")
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (WARREN_BIND, PORT): %w", cfg.Addr, err)
+	}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      90 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	log.Info("api listening", "addr", ln.Addr().String(), "shards", st.Shards())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("api stopping: finishing open requests")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("api stopped")
+	return nil
+}
