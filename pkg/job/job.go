@@ -2,6 +2,7 @@ package job
 
 import (
 	"database/sql/driver"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -106,4 +107,21 @@ func (j *JSON) Scan(src any) error {
 		return fmt.Errorf("scan JSON from %T", src)
 	}
 	return nil
+}
+
+// Request is the body of POST /v1/jobs: what a client asks to run. Only Type
+// is required.
+type Request struct {
+	// Type names the handler, such as "echo".
+	Type string `json:"type"`
+	// Payload is any JSON value; the handler's input. Default {}.
+	Payload json.RawMessage `json:"payload,omitempty"`
+	// Queue is the queue it waits in; default "default".
+	Queue string `json:"queue,omitempty"`
+	// Priority from 0 to 9; higher runs first. Default 0.
+	Priority *int `json:"priority,omitempty"`
+	// MaxAttempts before the job is dead; default 5 (WARREN_DEFAULT_MAX_ATTEMPTS).
+	MaxAttempts *int `json:"max_attempts,omitempty"`
+	// Timeout is one attempt's deadline, such as "30s"; default 10m.
+	Timeout string `json:"timeout,omitempty"`
 }

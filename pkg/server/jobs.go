@@ -16,18 +16,8 @@ import (
 // MaxPriority is the highest job priority; higher runs first.
 const MaxPriority = 9
 
-// SubmitRequest is the body of POST /v1/jobs.
-type SubmitRequest struct {
-	Type        string          `json:"type"`
-	Payload     json.RawMessage `json:"payload"`
-	Queue       string          `json:"queue"`
-	Priority    *int            `json:"priority"`
-	MaxAttempts *int            `json:"max_attempts"`
-	Timeout     string          `json:"timeout"`
-}
-
 // newJob validates a request and builds the job it asks for.
-func (s *Server) newJob(tenant string, req *SubmitRequest) (*job.Job, []FieldError) {
+func (s *Server) newJob(tenant string, req *job.Request) (*job.Job, []FieldError) {
 	var errs []FieldError
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, FieldError{Field: field, Detail: fmt.Sprintf(format, args...)})
@@ -84,7 +74,7 @@ func (s *Server) newJob(tenant string, req *SubmitRequest) (*job.Job, []FieldErr
 
 func (s *Server) submit(w http.ResponseWriter, r *http.Request, tenant string) {
 	r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
-	var req SubmitRequest
+	var req job.Request
 	if err := decode(r.Body, &req); err != nil {
 		var de *decodeError
 		errors.As(err, &de)

@@ -1,0 +1,164 @@
+// Package stacktest runs a whole Warren stack in-process for tests and
+// examples: the REST API on an httptest server and, on request, workers, all
+// against the real Postgres, RabbitMQ and Redis that `make test` starts. Each
+// stack has its own shards (schemas), RabbitMQ names and Redis key prefix.
+package stacktest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warrenhq/warren/pkg/broker"
+	"github.com/warrenhq/warren/pkg/cache"
+	"github.com/warrenhq/warren/pkg/client"
+	"github.com/warrenhq/warren/pkg/server"
+	"github.com/warrenhq/warren/pkg/servicetest"
+	"github.com/warrenhq/warren/pkg/store"
+	"github.com/warrenhq/warren/pkg/store/storetest"
+	"github.com/warrenhq/warren/pkg/worker"
+)
+
+// Token is the bearer token of tenant "default" in every test stack;
+// OtherToken is tenant "other"'s.
+const (
+	Token      = "test-token-default-0123456789"
+	OtherToken = "test-token-other-0123456789ab"
+)
+
+// Stack is a running API with its services.
+type Stack struct {
+	URL          string // the API's base URL
+	DatabaseURLs []string
+	RabbitMQURL  string
+	RedisURL     string
+	Namespace    string
+	Store        *store.Store
+	Broker       *broker.Broker
+	Cache        *cache.Cache
+	Client       *client.Client // tenant "default"
+	Log          *slog.Logger
+}
+
+// Options shape a test stack.
+type Options struct {
+	Shards int // default 2
+	// Server adjusts the API's configuration.
+	Server func(*server.Config)
+	// RedisURL overrides the cache's Redis (to test a Redis that is down).
+	RedisURL string
+}
+
+// New starts a stack for the test and stops it when the test ends.
+func New(tb testing.TB, opts Options) *Stack {
+	tb.Helper()
+	if opts.Shards == 0 {
+		opts.Shards = 2
+	}
+	s := &Stack{
+		DatabaseURLs: storetest.URLs(tb, opts.Shards),
+		RabbitMQURL:  servicetest.URL(tb, servicetest.RabbitMQVar),
+		RedisURL:     servicetest.URL(tb, servicetest.RedisVar),
+		Namespace:    servicetest.Name("t"),
+		Log:          logger(),
+	}
+	cacheURL := s.RedisURL
+	if opts.RedisURL != "" {
+		cacheURL = opts.RedisURL
+	}
+	ctx := context.Background()
+	var err error
+	if s.Store, err = store.Open(store.Config{URLs: s.DatabaseURLs, MaxConns: 8}); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Store.Close)
+	if s.Cache, err = cache.New(cache.Config{URL: cacheURL, Prefix: s.Namespace + ":"}); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = s.Cache.Close() })
+	if s.Broker, err = broker.New(ctx, broker.Config{URL: s.RabbitMQURL, Prefix: s.Namespace, ConnectionName: s.Namespace + "-api"}, s.Log); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = s.Broker.Close() })
+	cfg := server.Config{Tenants: []server.Tenant{{Name: "default", Token: Token}, {Name: "other", Token: OtherToken}}}
+	if opts.Server != nil {
+		opts.Server(&cfg)
+	}
+	srv, err := server.New(cfg, s.Store, s.Broker, s.Cache, s.Log)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	tb.Cleanup(hs.Close)
+	s.URL = hs.URL
+	if s.Client, err = client.New(s.URL, Token); err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// WorkerConfig returns a worker configuration for this stack's services.
+func (s *Stack) WorkerConfig() worker.Config {
+	return worker.Config{
+		DatabaseURLs: s.DatabaseURLs, RabbitMQURL: s.RabbitMQURL, RedisURL: s.RedisURL,
+		Namespace: s.Namespace, Concurrency: 4, ShutdownGrace: 5 * time.Second, Logger: s.Log,
+	}
+}
+
+// StartWorker runs w until the returned stop function is called (or the test
+// ends); stop returns Run's error.
+func StartWorker(tb testing.TB, w *worker.Worker) (stop func() error) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(time.Minute):
+				err = errors.New("worker did not stop within a minute")
+			}
+		})
+		return err
+	}
+	tb.Cleanup(func() {
+		if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
+			tb.Errorf("worker: %v", err)
+		}
+	})
+	return stop
+}
+
+// Eventually polls cond every few milliseconds until it is true, failing the
+// test with msg if it is not within d.
+func Eventually(tb testing.TB, d time.Duration, msg string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for delay := time.Millisecond; !cond(); delay = min(delay*2, 100*time.Millisecond) {
+		if time.Now().After(deadline) {
+			tb.Fatalf("not within %v: %s", d, msg)
+		}
+		time.Sleep(delay)
+	}
+}
+
+func logger() *slog.Logger {
+	if os.Getenv("WARREN_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// String describes the stack for failure messages.
+func (s *Stack) String() string { return fmt.Sprintf("stack %s at %s", s.Namespace, s.URL) }
