@@ -59,49 +59,79 @@ type Options struct {
 // New starts a stack for the test and stops it when the test ends.
 func New(tb testing.TB, opts Options) *Stack {
 	tb.Helper()
+	for _, v := range []string{servicetest.PostgresVar, servicetest.RabbitMQVar, servicetest.RedisVar} {
+		servicetest.URL(tb, v) // fails clearly when `make test` did not start the services
+	}
+	s, stop, err := Start(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(stop)
+	return s
+}
+
+// Start starts a stack on the services `make test` started; stop ends it.
+// Tests use New; Start serves runnable examples, which have no testing.TB.
+func Start(opts Options) (s *Stack, stop func(), err error) {
 	if opts.Shards == 0 {
 		opts.Shards = 2
 	}
-	s := &Stack{
-		DatabaseURLs: storetest.URLs(tb, opts.Shards),
-		RabbitMQURL:  servicetest.URL(tb, servicetest.RabbitMQVar),
-		RedisURL:     servicetest.URL(tb, servicetest.RedisVar),
-		Namespace:    servicetest.Name("t"),
-		Log:          logger(),
+	s = &Stack{
+		RabbitMQURL: os.Getenv(servicetest.RabbitMQVar),
+		RedisURL:    os.Getenv(servicetest.RedisVar),
+		Namespace:   servicetest.Name("t"),
+		Log:         logger(),
 	}
+	if s.RabbitMQURL == "" || s.RedisURL == "" {
+		return nil, nil, errors.New("the test services are not set: run the tests with `make test`")
+	}
+	var cleanups []func()
+	stop = func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}
+	fail := func(err error) (*Stack, func(), error) {
+		stop()
+		return nil, nil, err
+	}
+	urls, drop, err := storetest.Shards(os.Getenv(servicetest.PostgresVar), opts.Shards)
+	if err != nil {
+		return fail(err)
+	}
+	s.DatabaseURLs = urls
+	cleanups = append(cleanups, func() { _ = drop() })
 	cacheURL := s.RedisURL
 	if opts.RedisURL != "" {
 		cacheURL = opts.RedisURL
 	}
-	ctx := context.Background()
-	var err error
 	if s.Store, err = store.Open(store.Config{URLs: s.DatabaseURLs, MaxConns: 8}); err != nil {
-		tb.Fatal(err)
+		return fail(err)
 	}
-	tb.Cleanup(s.Store.Close)
+	cleanups = append(cleanups, s.Store.Close)
 	if s.Cache, err = cache.New(cache.Config{URL: cacheURL, Prefix: s.Namespace + ":"}); err != nil {
-		tb.Fatal(err)
+		return fail(err)
 	}
-	tb.Cleanup(func() { _ = s.Cache.Close() })
-	if s.Broker, err = broker.New(ctx, broker.Config{URL: s.RabbitMQURL, Prefix: s.Namespace, ConnectionName: s.Namespace + "-api"}, s.Log); err != nil {
-		tb.Fatal(err)
+	cleanups = append(cleanups, func() { _ = s.Cache.Close() })
+	if s.Broker, err = broker.New(context.Background(), broker.Config{URL: s.RabbitMQURL, Prefix: s.Namespace, ConnectionName: s.Namespace + "-api"}, s.Log); err != nil {
+		return fail(err)
 	}
-	tb.Cleanup(func() { _ = s.Broker.Close() })
+	cleanups = append(cleanups, func() { _ = s.Broker.Close() })
 	cfg := server.Config{Tenants: []server.Tenant{{Name: "default", Token: Token}, {Name: "other", Token: OtherToken}}}
 	if opts.Server != nil {
 		opts.Server(&cfg)
 	}
 	srv, err := server.New(cfg, s.Store, s.Broker, s.Cache, s.Log)
 	if err != nil {
-		tb.Fatal(err)
+		return fail(err)
 	}
 	hs := httptest.NewServer(srv.Handler())
-	tb.Cleanup(hs.Close)
+	cleanups = append(cleanups, hs.Close)
 	s.URL = hs.URL
 	if s.Client, err = client.New(s.URL, Token); err != nil {
-		tb.Fatal(err)
+		return fail(err)
 	}
-	return s
+	return s, stop, nil
 }
 
 // WorkerConfig returns a worker configuration for this stack's services.

@@ -6,7 +6,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net/url"
+	"os"
 	"testing"
 	"time"
 
@@ -21,34 +23,68 @@ const testDB = "warren_test"
 // URLs returns the URLs of n new, migrated shards for this test.
 func URLs(tb testing.TB, n int) []string {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	admin := servicetest.URL(tb, servicetest.PostgresVar)
-	ensureDB(ctx, tb, admin)
-	base := withDB(tb, admin, testDB, "")
-	db, err := sql.Open("postgres", base)
+	urls, cleanup, err := Shards(os.Getenv(servicetest.PostgresVar), n)
 	if err != nil {
+		servicetest.URL(tb, servicetest.PostgresVar) // names the missing variable
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() {
+		if err := cleanup(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return urls
+}
+
+// Shards creates n new, migrated shards on the Postgres at admin (a URL of
+// its "postgres" database) and returns their URLs and a function dropping them.
+func Shards(admin string, n int) (urls []string, cleanup func() error, err error) {
+	if admin == "" {
+		return nil, nil, errors.New(servicetest.PostgresVar + " is not set: run the tests with `make test`")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := ensureDB(ctx, admin); err != nil {
+		return nil, nil, err
+	}
+	base, err := withDB(admin, testDB, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := sql.Open("postgres", base)
+	if err != nil {
+		return nil, nil, err
+	}
 	defer db.Close()
-	urls := make([]string, n)
-	for i := range urls {
+	var schemas []string
+	cleanup = func() error {
+		var errs []error
+		for _, schema := range schemas {
+			errs = append(errs, dropSchema(base, schema))
+		}
+		return errors.Join(errs...)
+	}
+	for range n {
 		schema := servicetest.Name("t")
 		if _, err := db.ExecContext(ctx, "CREATE SCHEMA "+schema); err != nil {
-			tb.Fatalf("create schema: %v", err)
+			return nil, nil, errors.Join(fmt.Errorf("create schema: %w", err), cleanup())
 		}
-		tb.Cleanup(func() { dropSchema(tb, base, schema) })
-		urls[i] = withDB(tb, admin, testDB, schema)
+		schemas = append(schemas, schema)
+		u, err := withDB(admin, testDB, schema)
+		if err != nil {
+			return nil, nil, errors.Join(err, cleanup())
+		}
+		urls = append(urls, u)
 	}
 	s, err := store.Open(store.Config{URLs: urls, MaxConns: 4})
 	if err != nil {
-		tb.Fatal(err)
+		return nil, nil, errors.Join(err, cleanup())
 	}
 	defer s.Close()
 	if err := s.Migrate(ctx); err != nil {
-		tb.Fatalf("migrate: %v", err)
+		return nil, nil, errors.Join(fmt.Errorf("migrate: %w", err), cleanup())
 	}
-	return urls
+	return urls, cleanup, nil
 }
 
 // New returns a Store over n new shards, closed when the test ends.
@@ -62,33 +98,32 @@ func New(tb testing.TB, n int) *store.Store {
 	return s
 }
 
-func ensureDB(ctx context.Context, tb testing.TB, admin string) {
-	tb.Helper()
+func ensureDB(ctx context.Context, admin string) error {
 	db, err := sql.Open("postgres", admin)
 	if err != nil {
-		tb.Fatal(err)
+		return err
 	}
 	defer db.Close()
 	var n int
 	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM pg_database WHERE datname = $1", testDB).Scan(&n); err != nil {
-		tb.Fatalf("reach the test Postgres: %v", err)
+		return fmt.Errorf("reach the test Postgres: %w", err)
 	}
 	if n > 0 {
-		return
+		return nil
 	}
 	_, err = db.ExecContext(ctx, "CREATE DATABASE "+testDB)
 	var pqErr *pq.Error
 	// Test packages run in parallel; another may have created it first.
 	if err != nil && !(errors.As(err, &pqErr) && (pqErr.Code == "42P04" || pqErr.Code == "23505")) {
-		tb.Fatalf("create test database: %v", err)
+		return fmt.Errorf("create test database: %w", err)
 	}
+	return nil
 }
 
-func withDB(tb testing.TB, admin, name, schema string) string {
-	tb.Helper()
+func withDB(admin, name, schema string) (string, error) {
 	u, err := url.Parse(admin)
 	if err != nil {
-		tb.Fatal(err)
+		return "", fmt.Errorf("bad %s: %w", servicetest.PostgresVar, err)
 	}
 	u.Path = "/" + name
 	q := u.Query()
@@ -96,17 +131,17 @@ func withDB(tb testing.TB, admin, name, schema string) string {
 		q.Set("search_path", schema)
 	}
 	u.RawQuery = q.Encode()
-	return u.String()
+	return u.String(), nil
 }
 
-func dropSchema(tb testing.TB, base, schema string) {
+func dropSchema(base, schema string) error {
 	db, err := sql.Open("postgres", base)
 	if err != nil {
-		tb.Error(err)
-		return
+		return err
 	}
 	defer db.Close()
 	if _, err := db.Exec("DROP SCHEMA " + schema + " CASCADE"); err != nil {
-		tb.Errorf("drop schema %s: %v", schema, err)
+		return fmt.Errorf("drop schema %s: %w", schema, err)
 	}
+	return nil
 }
