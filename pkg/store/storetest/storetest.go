@@ -23,7 +23,19 @@ const testDB = "warren_test"
 // URLs returns the URLs of n new, migrated shards for this test.
 func URLs(tb testing.TB, n int) []string {
 	tb.Helper()
-	urls, cleanup, err := Shards(os.Getenv(servicetest.PostgresVar), n)
+	return urls(tb, n, true)
+}
+
+// Blank returns the URLs of n new shards without the migrations applied, for
+// testing the release step.
+func Blank(tb testing.TB, n int) []string {
+	tb.Helper()
+	return urls(tb, n, false)
+}
+
+func urls(tb testing.TB, n int, migrated bool) []string {
+	tb.Helper()
+	urls, cleanup, err := shards(os.Getenv(servicetest.PostgresVar), n, migrated)
 	if err != nil {
 		servicetest.URL(tb, servicetest.PostgresVar) // names the missing variable
 		tb.Fatal(err)
@@ -39,6 +51,10 @@ func URLs(tb testing.TB, n int) []string {
 // Shards creates n new, migrated shards on the Postgres at admin (a URL of
 // its "postgres" database) and returns their URLs and a function dropping them.
 func Shards(admin string, n int) (urls []string, cleanup func() error, err error) {
+	return shards(admin, n, true)
+}
+
+func shards(admin string, n int, migrated bool) (urls []string, cleanup func() error, err error) {
 	if admin == "" {
 		return nil, nil, errors.New(servicetest.PostgresVar + " is not set: run the tests with `make test`")
 	}
@@ -75,6 +91,9 @@ func Shards(admin string, n int) (urls []string, cleanup func() error, err error
 			return nil, nil, errors.Join(err, cleanup())
 		}
 		urls = append(urls, u)
+	}
+	if !migrated {
+		return urls, cleanup, nil
 	}
 	s, err := store.Open(store.Config{URLs: urls, MaxConns: 4})
 	if err != nil {

@@ -1,0 +1,251 @@
+// Package e2e runs Warren's three processes as built binaries against the
+// real services and drives them over HTTP, as a user would.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/warrenhq/warren/pkg/client"
+	"github.com/warrenhq/warren/pkg/job"
+	"github.com/warrenhq/warren/pkg/servicetest"
+	"github.com/warrenhq/warren/pkg/stacktest"
+	"github.com/warrenhq/warren/pkg/store/storetest"
+)
+
+const token = "e2e-token-0123456789abcdef"
+
+// build compiles the three commands once per test binary.
+var build = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "warren-e2e-bin-")
+	if err != nil {
+		return "", err
+	}
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./api", "./workers", "./scheduler")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return dir, nil
+})
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if dir, err := build(); err == nil {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}
+
+func binary(t *testing.T, name string) string {
+	t.Helper()
+	dir, err := build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, name)
+}
+
+// proc is a running Warren process with its output.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+func start(t *testing.T, name string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, out: &syncBuffer{}, done: make(chan error, 1)}
+	p.cmd = exec.Command(binary(t, name), args...)
+	p.cmd.Env = env
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, p.out.String())
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and expects a clean exit.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err // for the cleanup
+		if err != nil {
+			t.Errorf("%s exited with %v after SIGTERM:\n%s", p.name, err, p.out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("%s did not stop within 30s of SIGTERM", p.name)
+	}
+}
+
+func runOnce(t *testing.T, name string, env []string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary(t, name), args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestThreeProcessesRunAJob(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"DATABASE_URLS=" + strings.Join(storetest.Blank(t, 2), ","),
+		"RABBITMQ_URL=" + servicetest.URL(t, servicetest.RabbitMQVar),
+		"REDIS_URL=" + servicetest.URL(t, servicetest.RedisVar),
+		"WARREN_NAMESPACE=" + servicetest.Name("e2e"),
+		"WARREN_API_TOKENS=default:" + token,
+		fmt.Sprintf("PORT=%d", port),
+	}
+	// release: migrations on both shards, and again as a no-op.
+	for i := range 2 {
+		if out, err := runOnce(t, "scheduler", env, "migrate"); err != nil {
+			t.Fatalf("release run %d: %v\n%s", i+1, err, out)
+		}
+	}
+	api := start(t, "api", env)
+	workers := start(t, "workers", env)
+	sched := start(t, "scheduler", env)
+
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	stacktest.Eventually(t, 30*time.Second, "api ready", func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	c, err := client.New(base, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var ids []string
+	for i := range 20 {
+		j, err := c.Submit(ctx, job.Request{Type: "echo", Payload: json.RawMessage(fmt.Sprintf(`{"hello":"world","i":%d}`, i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != job.Queued {
+			t.Fatalf("submitted job is %s", j.State)
+		}
+		ids = append(ids, j.ID.String())
+	}
+	for i, id := range ids {
+		j, err := c.Wait(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res struct {
+			Hello string `json:"hello"`
+			I     int    `json:"i"`
+		}
+		if err := json.Unmarshal(j.Result, &res); err != nil || j.State != job.Succeeded || res.Hello != "world" || res.I != i {
+			t.Fatalf("job %d: %s result %s", i, j.State, j.Result)
+		}
+	}
+	// Unauthenticated requests are refused by the real process too.
+	if _, err := (mustClient(t, base, "")).Get(ctx, ids[0]); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("no token: %v", err)
+	}
+	stacktest.Eventually(t, 10*time.Second, "scheduler says it is alive", func() bool {
+		return strings.Contains(sched.out.String(), "scheduler alive")
+	})
+	for _, p := range []*proc{api, workers, sched} {
+		p.stop(t)
+	}
+}
+
+func TestBadSettingStopsWithTheVariableNamed(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		bin, name, value string
+	}{
+		{"api", "PORT", "eighty"},
+		{"api", "WARREN_API_TOKENS", ""},
+		{"workers", "WARREN_CONCURRENCY", "-3"},
+		{"scheduler", "DATABASE_URLS", "mysql://db/x"},
+	} {
+		env := []string{tc.name + "=" + tc.value}
+		if tc.name != "WARREN_API_TOKENS" {
+			env = append(env, "WARREN_API_TOKENS=default:"+token)
+		}
+		out, err := runOnce(t, tc.bin, env)
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+			t.Errorf("%s with %s=%q: %v, want a failing exit", tc.bin, tc.name, tc.value, err)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 1 || !strings.Contains(lines[0], tc.name) {
+			t.Errorf("%s with %s=%q printed %q, want one line naming %s", tc.bin, tc.name, tc.value, out, tc.name)
+		}
+	}
+}
+
+func mustClient(t *testing.T, base, tok string) *client.Client {
+	t.Helper()
+	c, err := client.New(base, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
