@@ -101,13 +101,13 @@ func (cfg Config) validate() error {
 		errs = append(errs, fmt.Errorf("URL %s: %w", redactURL(cfg.URL), redact(err, cfg.URL)))
 	}
 	if err := checkName(cfg.Prefix); err != nil {
-		errs = append(errs, fmt.Errorf("Prefix %q: %w", cfg.Prefix, err))
+		errs = append(errs, fmt.Errorf("config field Prefix %q: %w", cfg.Prefix, err))
 	}
 	if cfg.PublishChannels < 0 {
-		errs = append(errs, fmt.Errorf("PublishChannels %d: must be positive", cfg.PublishChannels))
+		errs = append(errs, fmt.Errorf("config field PublishChannels %d: must be positive", cfg.PublishChannels))
 	}
 	if cfg.ParkDelay < time.Millisecond {
-		errs = append(errs, fmt.Errorf("ParkDelay %s: must be at least 1ms", cfg.ParkDelay))
+		errs = append(errs, fmt.Errorf("config field ParkDelay %s: must be at least 1ms", cfg.ParkDelay))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("broker: invalid config: %w", err)
