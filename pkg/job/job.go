@@ -52,6 +52,24 @@ type Job struct {
 	ScheduledAt *time.Time `json:"scheduled_at" db:"scheduled_at"`
 	StartedAt   *time.Time `json:"started_at" db:"started_at"`
 	FinishedAt  *time.Time `json:"finished_at" db:"finished_at"`
+	// CallbackURL receives the job, signed, when it ends.
+	CallbackURL *string `json:"callback_url,omitempty" db:"callback_url"`
+	// CallbackState is pending, delivered or failed; nil without a callback.
+	CallbackState *string `json:"callback_state,omitempty" db:"callback_state"`
+	// Callbacks lists the delivery attempts of the callback (CallbackAttempt values).
+	Callbacks JSON `json:"callbacks,omitempty" db:"callback_attempts"`
+	// IdempotencyKey is the client's Idempotency-Key header, if any.
+	IdempotencyKey *string `json:"-" db:"idempotency_key"`
+	// RequestHash identifies the submitted request, to tell a replay of an
+	// idempotency key from a different request under the same key.
+	RequestHash []byte `json:"-" db:"request_hash"`
+}
+
+// CallbackAttempt is one delivery attempt of a job's callback.
+type CallbackAttempt struct {
+	At     time.Time `json:"at"`
+	Status int       `json:"status,omitempty"` // HTTP status, 0 when none came back
+	Error  string    `json:"error,omitempty"`
 }
 
 // Timeout returns the handler deadline for one attempt.

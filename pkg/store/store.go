@@ -153,7 +153,8 @@ func (s *Store) shard(id job.ID) (*sqlx.DB, error) {
 }
 
 const columns = `id, tenant, type, queue, priority, state, attempt, max_attempts, timeout_ms,
-	payload, result, error, progress, created_at, scheduled_at, started_at, finished_at`
+	payload, result, error, progress, created_at, scheduled_at, started_at, finished_at,
+	callback_url, callback_state, callback_attempts, idempotency_key, request_hash`
 
 // Insert stores new jobs, one statement per shard. The jobs' ids choose their
 // shards. Jobs on one shard are committed together; shards commit separately.
@@ -168,7 +169,8 @@ func (s *Store) Insert(ctx context.Context, jobs ...*job.Job) error {
 	for n, js := range byShard {
 		_, err := s.shards[n].NamedExecContext(ctx, `INSERT INTO jobs (`+columns+`) VALUES (
 			:id, :tenant, :type, :queue, :priority, :state, :attempt, :max_attempts, :timeout_ms,
-			:payload, :result, :error, :progress, :created_at, :scheduled_at, :started_at, :finished_at)`, js)
+			:payload, :result, :error, :progress, :created_at, :scheduled_at, :started_at, :finished_at,
+			:callback_url, :callback_state, :callback_attempts, :idempotency_key, :request_hash)`, js)
 		if err != nil {
 			return fmt.Errorf("insert %d jobs on shard %d: %w", len(js), n, err)
 		}

@@ -1,0 +1,13 @@
+DROP INDEX jobs_finished_at;
+DROP INDEX jobs_queue_state;
+DROP INDEX jobs_tenant_state_id;
+DROP INDEX jobs_callbacks_due;
+DROP INDEX jobs_idempotency;
+ALTER TABLE jobs
+    DROP COLUMN idempotency_key,
+    DROP COLUMN request_hash,
+    DROP COLUMN callback_url,
+    DROP COLUMN callback_state,
+    DROP COLUMN callback_attempts,
+    DROP COLUMN callback_next_at,
+    DROP COLUMN heartbeat_at;
