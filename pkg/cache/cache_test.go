@@ -89,3 +89,80 @@ func TestBadURL(t *testing.T) {
 		t.Fatal("no error for a non-redis URL")
 	}
 }
+
+func TestListenerWakesWaiters(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, _ := setup(t, time.Hour)
+	l := c.Listen(ctx, cache.Done, nil)
+	defer l.Close()
+	id, other := job.NewID(time.Now(), 0), job.NewID(time.Now(), 0)
+	const n = 1000
+	chans := make([]<-chan struct{}, n)
+	for i := range chans {
+		ch, stop := l.Wait(id)
+		defer stop()
+		chans[i] = ch
+	}
+	otherCh, stopOther := l.Wait(other)
+	defer stopOther()
+	if l.Waiting() != 2 {
+		t.Fatalf("waiting on %d ids, want 2", l.Waiting())
+	}
+	// The subscription is live once a published event reaches a waiter; keep
+	// publishing until it does (a publish before SUBSCRIBE completes is lost).
+	deadline := time.Now().Add(10 * time.Second)
+	for woke := false; !woke; {
+		if err := c.Publish(ctx, cache.Done, id); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-chans[0]:
+			woke = true
+		case <-time.After(50 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("no waiter woke within 10s")
+			}
+		}
+	}
+	for i, ch := range chans {
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("waiter %d did not wake", i)
+		}
+	}
+	select {
+	case <-otherCh:
+		t.Fatal("a waiter for another job woke")
+	default:
+	}
+}
+
+func TestWorkerHeartbeats(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, _ := setup(t, time.Hour)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	live := cache.WorkerInfo{ID: "w1", Host: "h", PID: 1, Queues: []string{"default"}, Concurrency: 4, StartedAt: now, LastHeartbeat: now}
+	stale := cache.WorkerInfo{ID: "w2", Host: "h", PID: 2, StartedAt: now, LastHeartbeat: now.Add(-time.Minute)}
+	if err := c.PutWorker(ctx, live, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PutWorker(ctx, stale, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := c.Workers(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ws) != 1 || ws[0].ID != "w1" || ws[0].Concurrency != 4 {
+		t.Fatalf("live workers: %+v", ws)
+	}
+	if err := c.RemoveWorker(ctx, "w1"); err != nil {
+		t.Fatal(err)
+	}
+	if ws, err := c.Workers(ctx, now); err != nil || len(ws) != 0 {
+		t.Fatalf("after removal: %+v, %v", ws, err)
+	}
+}
