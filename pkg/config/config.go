@@ -183,6 +183,15 @@ type Worker struct {
 	ResultTTL time.Duration
 	// MaxResultBytes: WARREN_MAX_RESULT_BYTES, default 1 MiB.
 	MaxResultBytes int
+	// Lease: WARREN_LEASE, how long a running job is held without a heartbeat
+	// before the scheduler gives it to another worker; default 30s.
+	Lease time.Duration
+	// HTTPAllow: WARREN_HTTP_ALLOW, internal hosts, host:ports or CIDRs the
+	// http built-in may call.
+	HTTPAllow []string
+	// MetricsAddr serves /metrics when PORT is set (foreman and Heroku set it
+	// for every process): WARREN_BIND:PORT. Empty when PORT is unset.
+	MetricsAddr string
 }
 
 // LoadWorker reads the worker process's configuration.
@@ -199,6 +208,9 @@ func LoadWorker(get Getenv) (Worker, error) {
 	c.ShutdownGrace = r.duration("WARREN_SHUTDOWN_GRACE", 25*time.Second, 0, time.Hour)
 	c.ResultTTL = r.duration("WARREN_RESULT_TTL", 24*time.Hour, time.Minute, 90*24*time.Hour)
 	c.MaxResultBytes = r.int("WARREN_MAX_RESULT_BYTES", 1<<20, 1, 64<<20)
+	c.Lease = r.duration("WARREN_LEASE", 30*time.Second, 3*time.Second, time.Hour)
+	c.HTTPAllow = r.list("WARREN_HTTP_ALLOW", nil)
+	c.MetricsAddr = r.metricsAddr()
 	return c, r.err()
 }
 
@@ -207,6 +219,14 @@ type Scheduler struct {
 	Services
 	// Tick: WARREN_SCHEDULER_TICK, how often it does its rounds, default 1s.
 	Tick time.Duration
+	// HTTPAllow: WARREN_HTTP_ALLOW, internal hosts, host:ports or CIDRs that
+	// callback URLs may point at.
+	HTTPAllow []string
+	// SigningSecrets: WARREN_SIGNING_SECRETS, tenant:secret pairs; callbacks
+	// are signed with their tenant's secret.
+	SigningSecrets map[string]string
+	// MetricsAddr as for the worker.
+	MetricsAddr string
 }
 
 // LoadScheduler reads the scheduler process's configuration.
@@ -214,7 +234,20 @@ func LoadScheduler(get Getenv) (Scheduler, error) {
 	r := &reader{get: get}
 	c := Scheduler{Services: r.services()}
 	c.Tick = r.duration("WARREN_SCHEDULER_TICK", time.Second, 10*time.Millisecond, time.Minute)
+	c.HTTPAllow = r.list("WARREN_HTTP_ALLOW", nil)
+	c.SigningSecrets = map[string]string{}
+	for _, t := range r.tenants("WARREN_SIGNING_SECRETS") {
+		c.SigningSecrets[t.Name] = t.Token
+	}
+	c.MetricsAddr = r.metricsAddr()
 	return c, r.err()
+}
+
+func (r *reader) metricsAddr() string {
+	if v, _ := r.first("PORT"); v == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d", r.str("WARREN_BIND", "127.0.0.1"), r.int("PORT", 0, 1, 65535))
 }
 
 // Logger returns the process logger the settings ask for.

@@ -247,3 +247,30 @@ func TestRedact(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestTerminalStateQueuesCallback(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := storetest.New(t, 1)
+	j := newJob(0, "acme")
+	url := "https://hooks.example/warren"
+	j.CallbackURL = &url
+	plain := newJob(0, "acme")
+	if err := s.Insert(ctx, j, plain); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []*job.Job{j, plain} {
+		c, err := s.Claim(ctx, x.ID, "w1", time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done, err := s.Complete(ctx, x.ID, c.Attempt, job.JSON(`1`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := x.CallbackURL != nil
+		if got := done.CallbackState != nil && *done.CallbackState == "pending"; got != want {
+			t.Errorf("job with callback %v: callback_state %v", want, done.CallbackState)
+		}
+	}
+}
