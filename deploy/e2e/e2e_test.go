@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -135,17 +136,19 @@ func TestThreeProcessesRunAJob(t *testing.T) {
 		"REDIS_URL=" + servicetest.URL(t, servicetest.RedisVar),
 		"WARREN_NAMESPACE=" + servicetest.Name("e2e"),
 		"WARREN_API_TOKENS=default:" + token,
-		fmt.Sprintf("PORT=%d", port),
 	}
+	// Each process gets its own PORT, as foreman gives them: the api serves
+	// the REST API on it, the others their /metrics.
+	withPort := func(p int) []string { return append(slices.Clone(env), fmt.Sprintf("PORT=%d", p)) }
 	// release: migrations on both shards, and again as a no-op.
 	for i := range 2 {
 		if out, err := runOnce(t, "scheduler", env, "migrate"); err != nil {
 			t.Fatalf("release run %d: %v\n%s", i+1, err, out)
 		}
 	}
-	api := start(t, "api", env)
-	workers := start(t, "workers", env)
-	sched := start(t, "scheduler", env)
+	api := start(t, "api", withPort(port))
+	workers := start(t, "workers", withPort(freePort(t)))
+	sched := start(t, "scheduler", withPort(freePort(t)))
 
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	stacktest.Eventually(t, 30*time.Second, "api ready", func() bool {

@@ -102,7 +102,6 @@ func (g *Guard) AllowedIP(ip netip.Addr) bool {
 	return true
 }
 
-
 // DialContext dials like net.Dialer, refusing blocked addresses.
 func (g *Guard) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
