@@ -1,16 +1,25 @@
-// Command scheduler is Warren's scheduler process. `scheduler migrate` is the
-// Procfile's release command: it applies the migrations to every shard.
+// Command scheduler is Warren's scheduler process: it publishes due jobs,
+// delivers job callbacks and watches queue depth (package scheduler), and
+// serves /metrics and /healthz on PORT when it is set. `scheduler migrate` is
+// the Procfile's release command: it applies the migrations to every shard.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
+	"github.com/warrenhq/warren/pkg/broker"
 	"github.com/warrenhq/warren/pkg/config"
+	"github.com/warrenhq/warren/pkg/netguard"
 	"github.com/warrenhq/warren/pkg/scheduler"
 	"github.com/warrenhq/warren/pkg/store"
 )
@@ -30,7 +39,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, out io.Writer
 		return fmt.Errorf("config: %w", err)
 	}
 	log := cfg.Logger(out).With("process", "scheduler")
-	st, err := store.Open(store.Config{URLs: cfg.DatabaseURLs, MaxConns: 4})
+	st, err := store.Open(store.Config{URLs: cfg.DatabaseURLs, MaxConns: 8})
 	if err != nil {
 		return err
 	}
@@ -45,5 +54,92 @@ func run(ctx context.Context, args []string, getenv config.Getenv, out io.Writer
 	case len(args) > 0:
 		return fmt.Errorf("unknown arguments %q; usage: scheduler [migrate]", args)
 	}
-	return scheduler.Run(ctx, scheduler.Config{Tick: cfg.Tick, RabbitMQURL: cfg.RabbitMQURL, Namespace: cfg.Namespace}, st, log)
+
+	// The allow list is checked here so that a bad entry stops the process
+	// with the variable named, like every other setting.
+	if _, err := netguard.New(cfg.HTTPAllow); err != nil {
+		return fmt.Errorf("config: WARREN_HTTP_ALLOW: %w", err)
+	}
+	br, err := connect(ctx, broker.Config{URL: cfg.RabbitMQURL, Prefix: cfg.Namespace, ConnectionName: "warren-scheduler"}, log)
+	if err != nil || br == nil {
+		return err // nil: stopped before RabbitMQ was reachable
+	}
+	defer br.Close()
+	s, err := scheduler.New(scheduler.Config{
+		Tick: cfg.Tick,
+		Callbacks: scheduler.CallbackConfig{
+			HTTPAllow:      cfg.HTTPAllow,
+			SigningSecrets: cfg.SigningSecrets,
+		},
+	}, st, br, log)
+	if err != nil {
+		return err
+	}
+	if cfg.MetricsAddr != "" {
+		// A taken port costs the metrics, not the scheduling.
+		if stopServing, err := serve(cfg.MetricsAddr, s.Handler(), log); err != nil {
+			log.Error("no /metrics and /healthz", "error", err)
+		} else {
+			defer stopServing()
+		}
+	}
+	return s.Run(ctx)
+}
+
+// connect dials RabbitMQ until it answers or ctx ends (then it returns nil,
+// nil): a scheduler started before RabbitMQ waits for it rather than exit,
+// which under foreman would stop the whole stack.
+func connect(ctx context.Context, cfg broker.Config, log *slog.Logger) (*broker.Broker, error) {
+	wait := 500 * time.Millisecond
+	for {
+		br, err := broker.New(ctx, cfg, log)
+		if err == nil {
+			return br, nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		if errors.Is(err, broker.ErrClosed) || !retryable(err) {
+			return nil, err
+		}
+		log.Warn("RabbitMQ unreachable; retrying", "error", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// retryable tells a connection failure from a bad setting, which no retry
+// fixes.
+func retryable(err error) bool {
+	var nerr net.Error
+	var operr *net.OpError
+	return errors.As(err, &nerr) || errors.As(err, &operr) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// serve serves h on addr in the background; the returned function shuts the
+// server down.
+func serve(addr string, h http.Handler, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener (WARREN_BIND, PORT): %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "error", err)
+		}
+	}()
+	log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
 }

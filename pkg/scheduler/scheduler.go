@@ -1,61 +1,395 @@
-// Package scheduler is the work of Warren's scheduler process. For now it
-// connects to the services and reports its health; due-job dispatch, the
-// outbox relay, the reaper and the autoscaler build on it.
+// Package scheduler is the work of Warren's scheduler process: a set of
+// duties, each run on its own ticker, that keep the promises Postgres and
+// RabbitMQ cannot keep alone.
+//
+//   - dispatch (one per shard): scheduled and retrying jobs whose time has come
+//     are published to RabbitMQ in batches and marked queued, in one
+//     transaction that holds their rows with FOR UPDATE SKIP LOCKED, so any
+//     number of schedulers can run at once and a crash at any point delays a
+//     job but never loses it;
+//   - callbacks (one per shard): finished jobs with a callback_url are POSTed
+//     to it, signed (see package webhook), and retried with backoff;
+//   - queue depth: RabbitMQ's ready and consumer counts of every queue in use,
+//     as Prometheus gauges;
+//   - alive: a periodic "scheduler alive" log line with the services' health.
+//
+// Each duty runs in its own goroutine, so a slow one (a callback receiver
+// timing out, a shard that does not answer) never holds up the others. A
+// duty's round that fails is logged and counted, and the next tick tries
+// again.
 package scheduler
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/warrenhq/warren/pkg/broker"
+	"github.com/warrenhq/warren/pkg/netguard"
 	"github.com/warrenhq/warren/pkg/store"
 )
 
-// Config configures the scheduler.
-type Config struct {
-	RabbitMQURL string
-	Namespace   string
-	// Tick is how often the scheduler does its rounds.
-	Tick time.Duration
-	// AliveEvery is how often it logs that it is alive; default 1m.
-	AliveEvery time.Duration
+// Broker is what the scheduler needs from RabbitMQ; *broker.Broker has it.
+type Broker interface {
+	// Publish sends messages and returns once RabbitMQ confirmed them all.
+	Publish(ctx context.Context, msgs ...broker.Message) error
+	// QueueDepth returns a queue's ready messages and consumers.
+	QueueDepth(ctx context.Context, queue string) (ready, consumers int, err error)
+	// Ready reports, without blocking, whether RabbitMQ is reachable now.
+	Ready(ctx context.Context) error
 }
 
-// Run connects and runs the scheduler until ctx is cancelled.
-func Run(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) error {
-	if cfg.AliveEvery <= 0 {
-		cfg.AliveEvery = time.Minute
+// Config configures a Scheduler. Zero values take the defaults documented on
+// each field.
+type Config struct {
+	// Tick is how often dispatch and callback delivery run; default 1s. A due
+	// job is published at most about one tick after its time.
+	Tick time.Duration
+	// DispatchBatch is the most due jobs published in one confirmed batch;
+	// default 1000. A shard with a backlog gets batch after batch in the same
+	// tick until a batch comes back short.
+	DispatchBatch int
+	// PublishTimeout bounds waiting for RabbitMQ to confirm a batch; default
+	// 5s. The batch's rows stay locked meanwhile.
+	PublishTimeout time.Duration
+	// Callbacks configures the delivery of callbacks.
+	Callbacks CallbackConfig
+	// DepthEvery is how often the queue depth gauges are refreshed; default 10s.
+	DepthEvery time.Duration
+	// AliveEvery is how often the scheduler logs that it is alive; default 1m.
+	AliveEvery time.Duration
+	// StallAfter is how long a duty's round may run, or a duty go without
+	// finishing a round, before /healthz reports the scheduler unhealthy;
+	// default 5m.
+	StallAfter time.Duration
+	// Now is the clock for callback signatures and attempt times; default
+	// time.Now.
+	Now func() time.Time
+	// Jitter returns a random duration in [0, max]; default uniform.
+	Jitter func(max time.Duration) time.Duration
+}
+
+// CallbackConfig configures the delivery of job callbacks.
+type CallbackConfig struct {
+	// HTTPAllow lists internal hosts, host:ports and CIDRs callback URLs may
+	// reach (WARREN_HTTP_ALLOW); other internal addresses are refused.
+	HTTPAllow []string
+	// SigningSecrets maps a tenant to its signing secret
+	// (WARREN_SIGNING_SECRETS). A tenant without one gets no callbacks: the
+	// attempt is recorded as failed, saying so.
+	SigningSecrets map[string]string
+	// Batch is the most callbacks a shard claims per tick; default 100.
+	Batch int
+	// Concurrency is the most callbacks of one shard in flight at once;
+	// default 16.
+	Concurrency int
+	// Timeout bounds one delivery attempt; default 10s.
+	Timeout time.Duration
+	// MaxAttempts is the number of attempts before giving up; default 10.
+	MaxAttempts int
+	// BackoffBase and BackoffMax shape the wait after failed attempt n
+	// (from 1): BackoffBase·2^(n-1), at most BackoffMax, of which a random
+	// part up to a half is taken off. Defaults 5s and 1h.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// Lease is how long a claimed callback is kept from other schedulers;
+	// it must outlast the delivery of a whole batch. Default: enough for a
+	// batch whose every attempt times out, and at least 2m.
+	Lease time.Duration
+}
+
+// withDefaults returns cfg with its zero fields set.
+func (cfg Config) withDefaults() Config {
+	setDuration(&cfg.Tick, time.Second)
+	setInt(&cfg.DispatchBatch, 1000)
+	setDuration(&cfg.PublishTimeout, 5*time.Second)
+	setDuration(&cfg.DepthEvery, 10*time.Second)
+	setDuration(&cfg.AliveEvery, time.Minute)
+	setDuration(&cfg.StallAfter, 5*time.Minute)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
-	br, err := broker.New(ctx, broker.Config{URL: cfg.RabbitMQURL, Prefix: cfg.Namespace, ConnectionName: "warren-scheduler"}, log)
+	if cfg.Jitter == nil {
+		cfg.Jitter = func(max time.Duration) time.Duration { return rand.N(max + 1) }
+	}
+	c := &cfg.Callbacks
+	setInt(&c.Batch, 100)
+	setInt(&c.Concurrency, 16)
+	setDuration(&c.Timeout, 10*time.Second)
+	setInt(&c.MaxAttempts, 10)
+	setDuration(&c.BackoffBase, 5*time.Second)
+	setDuration(&c.BackoffMax, time.Hour)
+	if c.Lease <= 0 {
+		rounds := (c.Batch + c.Concurrency - 1) / c.Concurrency
+		c.Lease = max(2*time.Minute, time.Duration(rounds+1)*c.Timeout+30*time.Second)
+	}
+	return cfg
+}
+
+func setDuration(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}
+
+func setInt(n *int, def int) {
+	if *n <= 0 {
+		*n = def
+	}
+}
+
+// Scheduler runs the duties. Create it with New, then call Run.
+type Scheduler struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	client  *http.Client
+	duties  []*dutyState
+}
+
+// duty is one periodic job of the scheduler. Each keeps its own small view
+// of the store and the broker, so that the next duties (leader election,
+// relay, reaper, retention, cron, autoscaler) add a type here without
+// widening anything shared.
+type duty interface {
+	// run does one round; an error is logged and the next tick tries again.
+	run(ctx context.Context) error
+}
+
+// dutyState is a duty with its schedule and what /healthz reports of it.
+type dutyState struct {
+	name  string // a metric label, e.g. "dispatch"
+	shard int    // -1 for duties that are not per shard
+	every time.Duration
+	duty  duty
+
+	mu        sync.Mutex
+	started   time.Time // of the round in progress; zero between rounds
+	finished  time.Time // of the last round
+	lastErr   error
+	failures  int // consecutive failed rounds
+	loggedErr time.Time
+}
+
+// New returns a Scheduler over the store and broker. A nil log discards log
+// output.
+func New(cfg Config, st *store.Store, br Broker, log *slog.Logger) (*Scheduler, error) {
+	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	guard, err := netguard.New(cfg.Callbacks.HTTPAllow)
 	if err != nil {
-		return fmt.Errorf("scheduler: %w", err)
+		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	defer br.Close()
-	report := func() {
-		up := 0
-		for _, err := range st.Ping(ctx) {
-			if err == nil {
-				up++
-			}
-		}
-		rabbit := "ok"
-		if err := br.Ready(ctx); err != nil {
-			rabbit = "down"
-		}
-		log.Info("scheduler alive", "shards", st.Shards(), "shards_up", up, "rabbitmq", rabbit)
+	client := guard.Client(cfg.Callbacks.Timeout)
+	// A callback is delivered to the URL given, or not at all: following a
+	// redirect would turn the POST into a GET, and a receiver that moved
+	// should be updated at its source.
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	s := &Scheduler{cfg: cfg, log: log, metrics: newMetrics(), client: client}
+	for shard := range st.Shards() {
+		s.add("dispatch", shard, cfg.Tick, &dispatcher{
+			st: st, br: br, shard: shard, batch: cfg.DispatchBatch, publishTimeout: cfg.PublishTimeout,
+			m: s.metrics, log: log.With("duty", "dispatch", "shard", shard),
+		})
+		s.add("callbacks", shard, cfg.Tick, &deliverer{
+			st: st, shard: shard, cfg: cfg.Callbacks, client: client, now: cfg.Now, jitter: cfg.Jitter,
+			m: s.metrics, log: log.With("duty", "callbacks", "shard", shard),
+		})
 	}
-	report()
-	t := time.NewTicker(cfg.AliveEvery)
+	s.add("queue_depth", -1, cfg.DepthEvery, &depthGauge{st: st, br: br, m: s.metrics, log: log.With("duty", "queue_depth")})
+	s.add("alive", -1, cfg.AliveEvery, &aliveReport{st: st, br: br, log: log})
+	return s, nil
+}
+
+func (s *Scheduler) add(name string, shard int, every time.Duration, d duty) {
+	s.duties = append(s.duties, &dutyState{name: name, shard: shard, every: every, duty: d})
+}
+
+// Run runs every duty, each on its own ticker and starting at once, until
+// ctx is cancelled. It returns nil after every goroutine it started has
+// exited.
+func (s *Scheduler) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, d := range s.duties {
+		wg.Go(func() { s.loop(ctx, d) })
+	}
+	wg.Wait()
+	s.client.CloseIdleConnections()
+	s.log.Info("scheduler stopped")
+	return nil
+}
+
+// loop runs d every d.every until ctx ends.
+func (s *Scheduler) loop(ctx context.Context, d *dutyState) {
+	t := time.NewTicker(d.every)
 	defer t.Stop()
 	for {
+		d.begin()
+		start := time.Now()
+		err := d.duty.run(ctx)
+		s.metrics.tickSeconds.WithLabelValues(d.name).Observe(time.Since(start).Seconds())
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.metrics.dutyErrors.WithLabelValues(d.name).Inc()
+		}
+		failures, err, logIt := d.end(err)
+		s.report(d, failures, err, logIt)
 		select {
 		case <-ctx.Done():
-			log.Info("scheduler stopped")
-			return nil
+			return
 		case <-t.C:
-			report()
 		}
 	}
+}
+
+// report logs a duty's failure when it starts and every 30s while it lasts,
+// and its recovery, rather than once per tick.
+func (s *Scheduler) report(d *dutyState, failures int, err error, logIt bool) {
+	attrs := []any{"duty", d.name}
+	if d.shard >= 0 {
+		attrs = append(attrs, "shard", d.shard)
+	}
+	switch {
+	case err != nil && logIt:
+		s.log.Warn("scheduler duty failed", append(attrs, "error", err, "failures", failures)...)
+	case err == nil && failures > 0:
+		s.log.Info("scheduler duty recovered", append(attrs, "after_failures", failures)...)
+	}
+}
+
+func (d *dutyState) begin() {
+	d.mu.Lock()
+	d.started = time.Now()
+	d.mu.Unlock()
+}
+
+// end records the outcome of a round. It returns the number of failures in
+// a row (before a success: the run that just ended), the error, and whether
+// to log it now.
+func (d *dutyState) end(err error) (failures int, _ error, logIt bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	d.started, d.finished, d.lastErr = time.Time{}, now, err
+	if err == nil {
+		failures, d.failures = d.failures, 0
+		return failures, nil, false
+	}
+	d.failures++
+	if d.failures == 1 || now.Sub(d.loggedErr) >= 30*time.Second {
+		d.loggedErr = now
+		logIt = true
+	}
+	return d.failures, err, logIt
+}
+
+// Registry returns the scheduler's Prometheus registry.
+func (s *Scheduler) Registry() *prometheus.Registry { return s.metrics.reg }
+
+// Handler serves GET /metrics (Prometheus) and GET /healthz, for the
+// process's metrics port.
+func (s *Scheduler) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{Registry: s.metrics.reg}))
+	mux.HandleFunc("GET /healthz", s.serveHealth)
+	return mux
+}
+
+// Health is the /healthz report.
+type Health struct {
+	// OK is false when a duty is stalled: a round has run longer than
+	// Config.StallAfter, or none has finished for that long. A duty whose
+	// rounds fail (RabbitMQ or a shard down) is not stalled: the scheduler
+	// is alive and will catch up, so a restart would not help.
+	OK     bool         `json:"ok"`
+	Duties []DutyHealth `json:"duties"`
+}
+
+// DutyHealth is one duty's part of Health.
+type DutyHealth struct {
+	Duty         string     `json:"duty"`
+	Shard        *int       `json:"shard,omitempty"`
+	LastFinished *time.Time `json:"last_finished,omitempty"`
+	Running      string     `json:"running_for,omitempty"`
+	Failures     int        `json:"consecutive_failures"`
+	LastError    string     `json:"last_error,omitempty"`
+	Stalled      bool       `json:"stalled,omitempty"`
+}
+
+// Health reports the state of every duty.
+func (s *Scheduler) Health() Health {
+	now := time.Now()
+	h := Health{OK: true}
+	for _, d := range s.duties {
+		d.mu.Lock()
+		dh := DutyHealth{Duty: d.name, Failures: d.failures}
+		if d.shard >= 0 {
+			dh.Shard = &d.shard
+		}
+		if !d.finished.IsZero() {
+			f := d.finished.UTC()
+			dh.LastFinished = &f
+		}
+		if !d.started.IsZero() {
+			dh.Running = now.Sub(d.started).Round(time.Millisecond).String()
+			dh.Stalled = now.Sub(d.started) > s.cfg.StallAfter
+		} else if !d.finished.IsZero() {
+			dh.Stalled = now.Sub(d.finished) > s.cfg.StallAfter+d.every
+		}
+		if d.lastErr != nil {
+			dh.LastError = d.lastErr.Error()
+		}
+		d.mu.Unlock()
+		h.OK = h.OK && !dh.Stalled
+		h.Duties = append(h.Duties, dh)
+	}
+	return h
+}
+
+func (s *Scheduler) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	h := s.Health()
+	w.Header().Set("Content-Type", "application/json")
+	if !h.OK {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(h)
+}
+
+// aliveReport logs that the scheduler is alive, with the state of the
+// services it depends on.
+type aliveReport struct {
+	st  interface{ Ping(context.Context) []error }
+	br  interface{ Ready(context.Context) error }
+	log *slog.Logger
+}
+
+func (a *aliveReport) run(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	errs := a.st.Ping(ctx)
+	up := 0
+	for _, err := range errs {
+		if err == nil {
+			up++
+		}
+	}
+	rabbit := "ok"
+	if err := a.br.Ready(ctx); err != nil {
+		rabbit = "down"
+	}
+	a.log.Info("scheduler alive", "shards", len(errs), "shards_up", up, "rabbitmq", rabbit)
+	return errors.Join(errs...)
 }

@@ -1,0 +1,85 @@
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/warrenhq/warren/pkg/broker"
+	"github.com/warrenhq/warren/pkg/job"
+	"github.com/warrenhq/warren/pkg/store"
+)
+
+// batchTimeout bounds one dispatch batch on a shard (select, publish,
+// update, commit), so a shard that stops answering costs that shard's
+// dispatch a round, not the scheduler.
+const batchTimeout = 30 * time.Second
+
+// dispatcher publishes one shard's due scheduled and retrying jobs.
+type dispatcher struct {
+	st interface {
+		DispatchDue(ctx context.Context, shard, limit int, publish func(context.Context, []store.DueJob) error) (int, error)
+	}
+	br interface {
+		Publish(ctx context.Context, msgs ...broker.Message) error
+		Ready(ctx context.Context) error
+	}
+	shard          int
+	batch          int
+	publishTimeout time.Duration
+	m              *metrics
+	log            *slog.Logger
+}
+
+// run publishes due jobs batch after batch until a batch comes back short,
+// so that a backlog drains at the speed of RabbitMQ's confirms rather than
+// one batch per tick.
+func (d *dispatcher) run(ctx context.Context) error {
+	// While RabbitMQ is down, do not take row locks only to wait for the
+	// publish to time out: the api's cancel of a due job would wait too.
+	if err := d.br.Ready(ctx); err != nil {
+		d.m.dispatchErrors.Inc()
+		return fmt.Errorf("dispatch shard %d: %w", d.shard, err)
+	}
+	for ctx.Err() == nil {
+		bctx, cancel := context.WithTimeout(ctx, batchTimeout)
+		n, err := d.st.DispatchDue(bctx, d.shard, d.batch, d.publish)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			d.m.dispatchErrors.Inc()
+			return err
+		}
+		if n > 0 {
+			d.m.batches.Inc()
+			d.m.dispatched.Add(float64(n))
+			d.log.Debug("dispatched due jobs", "jobs", n)
+		}
+		if n < d.batch {
+			return nil
+		}
+	}
+	return nil
+}
+
+// publish sends the jobs' messages in one confirmed batch.
+func (d *dispatcher) publish(ctx context.Context, due []store.DueJob) error {
+	msgs := make([]broker.Message, len(due))
+	for i, j := range due {
+		body, err := json.Marshal(job.Message{ID: j.ID, Type: j.Type})
+		if err != nil {
+			return fmt.Errorf("encode message of job %s: %w", j.ID, err)
+		}
+		msgs[i] = broker.Message{Queue: j.Queue, Priority: uint8(min(max(j.Priority, 0), 255)), MessageID: j.ID.String(), Body: body}
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.publishTimeout)
+	defer cancel()
+	if err := d.br.Publish(ctx, msgs...); err != nil {
+		return fmt.Errorf("dispatch %d due jobs of shard %d: %w", len(due), d.shard, err)
+	}
+	return nil
+}

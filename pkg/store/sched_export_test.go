@@ -1,0 +1,7 @@
+package store
+
+// Exported for the external tests' EXPLAIN checks.
+const (
+	DueQuery            = dueQuery
+	ClaimCallbacksQuery = claimCallbacksQuery
+)
