@@ -61,6 +61,7 @@ func run(ctx context.Context, getenv config.Getenv, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer srv.Close()
 	if cfg.Insecure {
 		log.Warn("WARREN_INSECURE is set: requests without a token act as tenant \"default\"")
 	}
@@ -85,6 +86,7 @@ func run(ctx context.Context, getenv config.Getenv, out io.Writer) error {
 	case <-ctx.Done():
 	}
 	log.Info("api stopping: finishing open requests")
+	_ = srv.Close() // answer requests held by ?wait now, not at the shutdown timeout
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {

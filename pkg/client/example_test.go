@@ -75,3 +75,24 @@ func runWorkers(stack *stacktest.Stack) (stop func()) {
 	go func() { _ = w.Run(ctx); close(done) }()
 	return func() { cancel(); <-done }
 }
+
+// Submit and get the result in one request: the API holds the answer until
+// the job ends (here within a second) or the wait is over.
+func ExampleWithWait() {
+	stack, stop, err := stacktest.Start(stacktest.Options{Shards: 1})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer stop()
+	defer runWorkers(stack)()
+	c, err := client.New(stack.URL, stacktest.Token)
+	if err != nil {
+		log.Fatal(err)
+	}
+	j, err := c.Submit(context.Background(), job.Request{Type: "echo", Payload: json.RawMessage(`"pong"`)}, client.WithWait(30*time.Second))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(j.State, string(j.Result))
+	// Output: succeeded "pong"
+}

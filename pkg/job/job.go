@@ -142,4 +142,13 @@ type Request struct {
 	MaxAttempts *int `json:"max_attempts,omitempty"`
 	// Timeout is one attempt's deadline, such as "30s"; default 10m.
 	Timeout string `json:"timeout,omitempty"`
+	// Delay runs the job this long after it is accepted, such as "10s"; the
+	// job waits in state scheduled. At most one of Delay and RunAt.
+	Delay string `json:"delay,omitempty"`
+	// RunAt runs the job at this time (RFC 3339 in JSON); a past time means
+	// now. At most one of Delay and RunAt.
+	RunAt *time.Time `json:"run_at,omitempty"`
+	// CallbackURL is an http(s) URL that Warren POSTs the job to, signed,
+	// when the job ends.
+	CallbackURL string `json:"callback_url,omitempty"`
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // Problem is an RFC 9457 problem document, the body of every error response.
@@ -72,11 +73,24 @@ func decode(body io.Reader, v any) error {
 	return nil
 }
 
+// decodeFailed answers a request whose body decode refused.
+func decodeFailed(w http.ResponseWriter, err error) {
+	var de *decodeError
+	if !errors.As(err, &de) {
+		de = &decodeError{http.StatusBadRequest, err.Error()}
+	}
+	writeProblem(w, de.status, de.detail)
+}
+
 func explain(err error) error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	var tooBig *http.MaxBytesError
+	var tm *time.ParseError
 	switch {
+	case errors.As(err, &tm) || strings.HasPrefix(err.Error(), "Time.UnmarshalJSON"):
+		// run_at is the only time in a request
+		return &decodeError{http.StatusUnprocessableEntity, `field "run_at" must be an RFC 3339 time such as "2030-01-02T15:04:05Z"`}
 	case errors.As(err, &tooBig):
 		return &decodeError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", tooBig.Limit)}
 	case errors.Is(err, io.EOF):

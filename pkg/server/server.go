@@ -1,6 +1,8 @@
-// Package server is Warren's REST API v1: submitting and reading jobs, bearer
-// token auth, health and readiness. The api process wires it to the store,
-// the broker and the cache.
+// Package server is Warren's REST API v1: submitting jobs one by one or in
+// batches, reading them (optionally waiting for them to finish), cancelling
+// and retrying them, listing them, queue and worker statistics, bearer token
+// auth, health, readiness, Prometheus metrics and the OpenAPI document. The
+// api process wires it to the store, the broker and the cache.
 package server
 
 import (
@@ -12,9 +14,30 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/warrenhq/warren/pkg/broker"
 	"github.com/warrenhq/warren/pkg/cache"
 	"github.com/warrenhq/warren/pkg/store"
+)
+
+// Limits of the API.
+const (
+	// MaxPriority is the highest job priority; higher runs first.
+	MaxPriority = 9
+	// MaxBatch is the most jobs one POST /v1/jobs/batch may carry.
+	MaxBatch = 1000
+	// MaxWait is the longest ?wait a request may ask for.
+	MaxWait = 60 * time.Second
+	// MaxDelay is how far ahead delay or run_at may put a job.
+	MaxDelay = 366 * 24 * time.Hour
+	// DefaultListLimit and MaxListLimit bound the page size of GET /v1/jobs.
+	DefaultListLimit = 50
+	MaxListLimit     = 500
+	// MaxCallbackURL is the longest callback_url accepted, in bytes.
+	MaxCallbackURL = 2048
+	// MaxIdempotencyKey is the longest Idempotency-Key accepted, in bytes.
+	MaxIdempotencyKey = 255
 )
 
 // Tenant is an API tenant and its bearer token.
@@ -27,38 +50,60 @@ type Tenant struct {
 type Config struct {
 	Tenants []Tenant
 	// Insecure accepts requests without a token as the "default" tenant.
-	Insecure           bool
-	MaxBodyBytes       int64
+	Insecure bool
+	// MaxBodyBytes bounds the body of POST /v1/jobs and each item of a batch;
+	// default 1 MiB.
+	MaxBodyBytes int64
+	// MaxBatchBodyBytes bounds the body of POST /v1/jobs/batch; default 16 MiB.
+	MaxBatchBodyBytes  int64
 	DefaultMaxAttempts int
 	DefaultTimeout     time.Duration
 	// PublishTimeout bounds waiting for RabbitMQ's confirm; default 5s.
 	PublishTimeout time.Duration
+	// FallbackPoll is how often a ?wait request re-reads its job while Redis
+	// (and so the completion events) is unavailable; default 1s.
+	FallbackPoll time.Duration
 }
 
 // Publisher is what the server needs from the broker.
 type Publisher interface {
 	Publish(ctx context.Context, msgs ...broker.Message) error
 	Ready(ctx context.Context) error
+	QueueDepth(ctx context.Context, queue string) (ready, consumers int, err error)
 }
 
-// Server serves the REST API.
+// Server serves the REST API. Close it to stop the goroutines that serve
+// ?wait requests.
 type Server struct {
-	cfg    Config
-	store  *store.Store
-	broker Publisher
-	cache  *cache.Cache
-	auth   *auth
-	log    *slog.Logger
-	now    func() time.Time
+	cfg     Config
+	store   *store.Store
+	broker  Publisher
+	cache   *cache.Cache
+	auth    *auth
+	log     *slog.Logger
+	now     func() time.Time
+	metrics *metrics
+	waits   *waitHub
 }
 
-// New returns a Server. The cache may be nil (reads then always use Postgres).
+// New returns a Server. The cache may be nil: reads then always use Postgres,
+// ?wait requests re-read their job every FallbackPoll, and GET /v1/workers
+// answers 503.
 func New(cfg Config, st *store.Store, br Publisher, ca *cache.Cache, log *slog.Logger) (*Server, error) {
 	if len(cfg.Tenants) == 0 && !cfg.Insecure {
 		return nil, errors.New("server: no tenants configured and not in insecure mode")
 	}
+	if st == nil || br == nil {
+		return nil, errors.New("server: a store and a broker are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.MaxBatchBodyBytes <= 0 {
+		cfg.MaxBatchBodyBytes = 16 << 20
 	}
 	if cfg.DefaultMaxAttempts <= 0 {
 		cfg.DefaultMaxAttempts = 5
@@ -69,23 +114,47 @@ func New(cfg Config, st *store.Store, br Publisher, ca *cache.Cache, log *slog.L
 	if cfg.PublishTimeout <= 0 {
 		cfg.PublishTimeout = 5 * time.Second
 	}
-	return &Server{
+	if cfg.FallbackPoll <= 0 {
+		cfg.FallbackPoll = time.Second
+	}
+	s := &Server{
 		cfg: cfg, store: st, broker: br, cache: ca, log: log,
-		auth: newAuth(cfg.Tenants, cfg.Insecure),
-		now:  time.Now,
-	}, nil
+		auth:    newAuth(cfg.Tenants, cfg.Insecure),
+		now:     time.Now,
+		metrics: newMetrics(),
+	}
+	s.waits = newWaitHub(ca, cfg.FallbackPoll, log)
+	return s, nil
 }
+
+// Close stops the Redis subscription and the goroutine that serve ?wait
+// requests, if they were started; requests still waiting answer with the
+// job's state at that moment. It is safe to call more than once.
+func (s *Server) Close() error { return s.waits.close() }
+
+// Registry returns the Prometheus registry that GET /metrics serves, so
+// that the process can add its own collectors.
+func (s *Server) Registry() *prometheus.Registry { return s.metrics.reg }
 
 // Handler returns the HTTP handler for every route.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("POST /v1/jobs", s.authed(s.submit))
-	mux.Handle("GET /v1/jobs/{id}", s.authed(s.get))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	rs := s.routes()
+	for _, rt := range rs {
+		h := rt.public
+		if rt.authed != nil {
+			h = s.authed(rt.authed)
+		}
+		mux.Handle(rt.method+" "+rt.path, s.metrics.instrument(rt.method+" "+rt.path, h))
+	}
+	mux.Handle("/", s.metrics.instrument("unmatched", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowed(rs, r.URL.Path); len(allow) > 0 {
+			w.Header().Set("Allow", allow)
+			writeProblem(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow))
+			return
+		}
 		writeProblem(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
-	})
+	})))
 	return mux
 }
 
@@ -146,7 +215,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,100}$`)
 
-func contextWithTimeout(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
-	// A client that hangs up must not cut a publish short: the job is committed.
+// detached returns a context for work that must finish even when the client
+// hangs up (the job is committed by then), bounded by d.
+func detached(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(r.Context()), d)
+}
+
+func unavailable(w http.ResponseWriter, detail string) {
+	w.Header().Set("Retry-After", "1")
+	writeProblem(w, http.StatusServiceUnavailable, detail)
 }

@@ -43,6 +43,7 @@ type Stack struct {
 	Store        *store.Store
 	Broker       *broker.Broker
 	Cache        *cache.Cache
+	Server       *server.Server // the API behind URL
 	Client       *client.Client // tenant "default"
 	Log          *slog.Logger
 }
@@ -125,8 +126,11 @@ func Start(opts Options) (s *Stack, stop func(), err error) {
 	if err != nil {
 		return fail(err)
 	}
+	s.Server = srv
 	hs := httptest.NewServer(srv.Handler())
 	cleanups = append(cleanups, hs.Close)
+	// Runs before hs.Close: requests still waiting (?wait) answer at once.
+	cleanups = append(cleanups, func() { _ = srv.Close() })
 	s.URL = hs.URL
 	if s.Client, err = client.New(s.URL, Token); err != nil {
 		return fail(err)

@@ -9,6 +9,22 @@ import (
 // ErrDuplicateType is returned by Handle when a job type already has a handler.
 var ErrDuplicateType = errors.New("job type already has a handler")
 
+// Why a handler's context was cancelled before its deadline, as
+// context.Cause(ctx) reports it.
+var (
+	// ErrJobCancelled: the job was cancelled (POST /v1/jobs/{id}/cancel).
+	// Its outcome is not recorded: it stays cancelled.
+	ErrJobCancelled = errors.New("job cancelled")
+	// ErrLeaseLost: the job is no longer held by this worker, e.g. its lease
+	// ran out while Postgres was unreachable and the scheduler gave it to
+	// another worker. Its outcome is not recorded.
+	ErrLeaseLost = errors.New("job no longer held by this worker")
+	// ErrShutdown: the worker is shutting down and the shutdown grace is
+	// over. A handler that returns an error now has its job handed back to
+	// the queue without using an attempt; one that returns a result succeeds.
+	ErrShutdown = errors.New("worker shutting down")
+)
+
 // NoRetryError fails a job for good: it goes to dead without further attempts.
 type NoRetryError struct{ Err error }
 

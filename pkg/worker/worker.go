@@ -2,19 +2,24 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/warrenhq/warren/pkg/broker"
 	"github.com/warrenhq/warren/pkg/cache"
-	"github.com/warrenhq/warren/pkg/job"
 	"github.com/warrenhq/warren/pkg/store"
 )
 
@@ -25,26 +30,46 @@ type Config struct {
 	RedisURL     string
 	// Namespace prefixes RabbitMQ names and Redis keys; default "warren".
 	Namespace string
-	// Queues consumed; default ["default"].
+	// Queues consumed by every type; default ["default"]. Types registered
+	// with the Queues option add theirs.
 	Queues []string
-	// Concurrency is how many jobs run at once; default 10.
+	// Concurrency is how many jobs run at once in this process; default 10.
 	Concurrency int
+	// Prefetch is how many messages per queue this process takes from
+	// RabbitMQ beyond the jobs it runs, so that a free slot is filled without
+	// a round trip. They wait here, highest priority first, unseen by other
+	// workers, for at most a minute before going back to the queue. Lower
+	// it (to 1) when jobs are long and workers many. Default Concurrency.
+	Prefetch int
 	// ShutdownGrace is how long running jobs may finish once Run's context is
 	// cancelled; then their contexts are cancelled and they are handed back.
 	// Default 25s.
 	ShutdownGrace time.Duration
-	// Lease is how long a claimed job is held before the scheduler may give it
-	// to another worker; default 10m.
+	// Lease is how long a running job stays this worker's without a
+	// heartbeat; the worker renews the leases of its running jobs every
+	// Lease/3. When a worker dies, the scheduler gives its jobs to another
+	// worker once their leases run out. Default 30s.
 	Lease time.Duration
-	// ResultTTL is how long results stay cached in Redis; default 24h.
+	// ResultTTL is how long finished jobs stay cached in Redis; default 24h.
 	ResultTTL time.Duration
-	// MaxResultBytes refuses larger results (the attempt fails); default 1 MiB.
+	// MaxResultBytes refuses larger results and progress reports (the attempt
+	// fails for good); default 1 MiB.
 	MaxResultBytes int
-	// ID names this process in job records; default host-pid.
+	// ID names this worker in job records and in GET /v1/workers; default
+	// host-pid-random, unique per Worker.
 	ID string
 	// Logger receives the worker's logs; default discards them.
 	Logger *slog.Logger
+	// Registry receives the worker's Prometheus collectors, so that a
+	// program can serve them with its own. Default: a registry of the
+	// worker's own, with the Go runtime and process collectors. Either way
+	// Worker.Metrics serves it. One Worker per registry: the metric names
+	// would collide.
+	Registry *prometheus.Registry
 }
+
+// defaultTimeout bounds an attempt when neither the job nor its type says.
+const defaultTimeout = 10 * time.Minute
 
 func (c Config) withDefaults() Config {
 	if c.Namespace == "" {
@@ -56,11 +81,14 @@ func (c Config) withDefaults() Config {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 10
 	}
+	if c.Prefetch <= 0 {
+		c.Prefetch = min(c.Concurrency, math.MaxUint16)
+	}
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 25 * time.Second
 	}
 	if c.Lease <= 0 {
-		c.Lease = 10 * time.Minute
+		c.Lease = 30 * time.Second
 	}
 	if c.ResultTTL <= 0 {
 		c.ResultTTL = 24 * time.Hour
@@ -70,27 +98,33 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ID == "" {
 		host, _ := os.Hostname()
-		c.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		var b [3]byte
+		_, _ = crand.Read(b[:])
+		c.ID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Registry == nil {
+		c.Registry = defaultRegistry()
 	}
 	return c
 }
 
 // Worker runs registered handlers for jobs taken from Warren's queues.
 type Worker struct {
-	cfg      Config
-	log      *slog.Logger
-	mu       sync.Mutex
-	handlers map[string]handler
-	started  bool
+	cfg        Config
+	log        *slog.Logger
+	metrics    *metrics
+	mu         sync.Mutex
+	regs       map[string]*registration
+	middleware []Middleware
+	started    bool
 }
 
 // New returns a Worker for cfg. It checks the configuration but connects only
 // when Run starts, so handlers can be registered first.
 func New(cfg Config) (*Worker, error) {
-	cfg = cfg.withDefaults()
 	switch {
 	case len(cfg.DatabaseURLs) == 0:
 		return nil, errors.New("worker: Config.DatabaseURLs is empty")
@@ -98,14 +132,34 @@ func New(cfg Config) (*Worker, error) {
 		return nil, errors.New("worker: Config.RabbitMQURL is empty")
 	case cfg.RedisURL == "":
 		return nil, errors.New("worker: Config.RedisURL is empty")
+	case cfg.Lease > 0 && cfg.Lease < 30*time.Millisecond:
+		return nil, fmt.Errorf("worker: Config.Lease %v is too short to renew", cfg.Lease)
 	}
-	return &Worker{cfg: cfg, log: cfg.Logger, handlers: map[string]handler{}}, nil
+	cfg = cfg.withDefaults()
+	m := newMetrics(cfg.Registry)
+	return &Worker{cfg: cfg, log: cfg.Logger, metrics: m, regs: map[string]*registration{}}, nil
+}
+
+// ID returns the name this worker goes by in job records and heartbeats.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// Use adds middleware that wraps every job's handler. The first added is the
+// outermost: Use(a, b) runs a, then b, then the handler, and returns through
+// b and a. Call it before Run.
+func (w *Worker) Use(mw ...Middleware) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, m := range mw {
+		if m != nil {
+			w.middleware = append(w.middleware, m)
+		}
+	}
 }
 
 // Run connects, consumes the configured queues and runs handlers until ctx is
 // cancelled. Then it stops taking jobs, lets running ones finish within the
 // shutdown grace, hands back the rest, and returns once every goroutine it
-// started has exited.
+// started has exited. It returns nil after a clean shutdown.
 func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Lock()
 	if w.started {
@@ -113,9 +167,28 @@ func (w *Worker) Run(ctx context.Context) error {
 		return errors.New("worker: Run called twice")
 	}
 	w.started = true
+	regs := make(map[string]*registration, len(w.regs))
+	queues := slices.Clone(w.cfg.Queues)
+	for _, typ := range slices.Sorted(maps.Keys(w.regs)) {
+		reg := w.regs[typ]
+		r := *reg
+		for i := len(w.middleware) - 1; i >= 0; i-- {
+			r.handler = w.middleware[i](r.handler)
+		}
+		if r.handler == nil {
+			w.mu.Unlock()
+			return fmt.Errorf("worker: middleware returned a nil handler for %q", typ)
+		}
+		regs[typ] = &r
+		for _, q := range reg.queues {
+			if !slices.Contains(queues, q) {
+				queues = append(queues, q)
+			}
+		}
+	}
 	w.mu.Unlock()
 
-	st, err := store.Open(store.Config{URLs: w.cfg.DatabaseURLs, MaxConns: w.cfg.Concurrency + 2})
+	st, err := store.Open(store.Config{URLs: w.cfg.DatabaseURLs, MaxConns: w.cfg.Concurrency + 4})
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
@@ -130,177 +203,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	defer br.Close()
-	r := &runner{Worker: w, store: st, cache: ca, broker: br}
+	r := newRunner(w, regs, queues, st, ca, br)
 	return r.run(ctx)
 }
 
-// runner is one Run's connections and state.
-type runner struct {
-	*Worker
-	store  *store.Store
-	cache  *cache.Cache
-	broker *broker.Broker
-}
-
-func (r *runner) run(ctx context.Context) error {
-	// Consumers stop with ctx; handlers get their own context, cancelled only
-	// when the shutdown grace runs out.
-	handlerCtx, cancelHandlers := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelHandlers()
-	deliveries := make(chan *broker.Delivery)
-
-	var consumers sync.WaitGroup
-	errs := make(chan error, len(r.cfg.Queues))
-	for _, q := range r.cfg.Queues {
-		consumers.Go(func() {
-			err := r.broker.Consume(ctx, q, r.cfg.Concurrency, func(cctx context.Context, d *broker.Delivery) {
-				select {
-				case deliveries <- d:
-				case <-cctx.Done():
-					_ = d.Nack(true) // not started: straight back to the queue
-				}
-			})
-			if err != nil {
-				errs <- fmt.Errorf("consume %s: %w", q, err)
-			}
-		})
-	}
-	var pool sync.WaitGroup
-	for range r.cfg.Concurrency {
-		pool.Go(func() {
-			for d := range deliveries {
-				r.process(handlerCtx, d)
-			}
-		})
-	}
-	r.log.Info("worker running", "worker_id", r.cfg.ID, "queues", r.cfg.Queues, "concurrency", r.cfg.Concurrency, "types", r.types())
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-errs:
-	}
-	r.log.Info("worker stopping: no new jobs; waiting for running ones", "grace", r.cfg.ShutdownGrace)
-	consumers.Wait()
-	close(deliveries)
-	drained := make(chan struct{})
-	go func() { pool.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(r.cfg.ShutdownGrace):
-		r.log.Warn("shutdown grace over: cancelling running jobs and handing them back")
-		cancelHandlers()
-		<-drained
-	}
-	r.log.Info("worker stopped")
-	return runErr
-}
-
-func (r *runner) types() []string {
-	out := make([]string, 0, len(r.handlers))
-	for t := range r.handlers {
-		out = append(out, t)
-	}
-	return out
-}
-
-// process runs one delivery. handlerCtx is cancelled only when the shutdown
-// grace is over.
-func (r *runner) process(handlerCtx context.Context, d *broker.Delivery) {
-	var m job.Message
-	if err := json.Unmarshal(d.Body, &m); err != nil || m.ID.IsZero() {
-		r.log.Error("undecodable message dropped to the dead letters", "message_id", d.MessageID, "error", err)
-		_ = d.Nack(false)
-		return
-	}
-	log := r.log.With("job_id", m.ID.String(), "type", m.Type)
-	h, ok := r.handlers[m.Type]
-	if !ok {
-		// Another worker may handle this type; it waits in its queue meanwhile.
-		log.Debug("no handler for this type here: parking the message")
-		if err := d.Park(handlerCtx); err != nil {
-			log.Warn("park message", "error", err)
-			_ = d.Nack(true)
-		}
-		return
-	}
-	j, err := r.store.Claim(handlerCtx, m.ID, r.cfg.ID, r.cfg.Lease)
-	if err != nil {
-		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
-			// Finished, cancelled, or held by another worker: the message is stale.
-			log.Debug("message for a job that is not queued: dropped", "reason", err)
-			_ = d.Ack()
-			return
-		}
-		log.Error("claim job", "error", err)
-		pause(handlerCtx, time.Second) // the store is struggling; don't spin
-		_ = d.Nack(true)
-		return
-	}
-	log = log.With("attempt", j.Attempt)
-	timeout := j.Timeout()
-	if timeout <= 0 {
-		timeout = 10 * time.Minute
-	}
-	jobCtx, cancel := context.WithTimeout(handlerCtx, timeout)
-	start := time.Now()
-	result, herr := call(jobCtx, h, j)
-	cancel()
-	if herr == nil && len(result) > r.cfg.MaxResultBytes {
-		herr = NoRetry(fmt.Errorf("result of %d bytes exceeds the limit of %d (WARREN_MAX_RESULT_BYTES)", len(result), r.cfg.MaxResultBytes))
-	}
-	// Finishing writes must outlive a shutdown: use a context of their own.
-	fctx, fcancel := context.WithTimeout(context.WithoutCancel(handlerCtx), 30*time.Second)
-	defer fcancel()
-	var done *job.Job
-	var snooze *SnoozeError
-	switch {
-	case herr != nil && handlerCtx.Err() != nil:
-		log.Info("handing back a job cut short by shutdown")
-		_, err = r.store.Release(fctx, j.ID, j.Attempt)
-		if err == nil {
-			_ = d.Nack(true)
-			return
-		}
-	case herr == nil:
-		done, err = r.store.Complete(fctx, j.ID, j.Attempt, result)
-		log.Info("job succeeded", "duration", time.Since(start))
-	case errors.As(herr, &snooze):
-		_, err = r.store.Snooze(fctx, j.ID, j.Attempt, time.Now().Add(snooze.Delay))
-		log.Info("job snoozed", "delay", snooze.Delay)
-	default:
-		done, err = r.store.Fail(fctx, j.ID, j.Attempt, herr.Error(), time.Now().Add(Backoff(j.Attempt)), isNoRetry(herr))
-		if err == nil {
-			log.Warn("job attempt failed", "error", herr, "state", done.State)
-		}
-	}
-	if err != nil {
-		// Not recorded: the job stays running until its lease runs out and
-		// the scheduler gives it to another worker. Its outcome is fenced by
-		// attempt, so a late write cannot overwrite a newer attempt.
-		log.Error("record job outcome", "error", err)
-	}
-	if done != nil && done.State.Terminal() {
-		if err := r.cache.PutJob(fctx, done); err != nil {
-			log.Warn("cache finished job (reads fall back to Postgres)", "error", err)
-		}
-	}
-	_ = d.Ack()
-}
-
-// Backoff is the delay before retrying after the given attempt: exponential
+// DefaultBackoff is the delay before retrying after the given attempt
+// failed, unless the type sets its own with the Backoff option: exponential
 // from 1s, capped at 1h, with full jitter.
-func Backoff(attempt int) time.Duration {
+func DefaultBackoff(attempt int) time.Duration {
 	ceiling := time.Second << min(max(attempt-1, 0), 12)
 	ceiling = min(ceiling, time.Hour)
 	return time.Duration(rand.Int64N(int64(ceiling)) + 1)
-}
-
-func pause(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

@@ -1,0 +1,95 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the api's Prometheus metrics, in a registry of their own per
+// Server (no global registry), served on GET /metrics.
+type metrics struct {
+	reg        *prometheus.Registry
+	submits    *prometheus.CounterVec
+	requests   *prometheus.CounterVec
+	durations  *prometheus.HistogramVec
+	confirms   *prometheus.CounterVec
+	cacheReads *prometheus.CounterVec
+	waiters    prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		submits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_api_jobs_submitted_total",
+			Help: "Jobs accepted (committed to Postgres), by queue and type.",
+		}, []string{"queue", "type"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_api_http_requests_total",
+			Help: "HTTP requests answered, by route pattern and status code.",
+		}, []string{"route", "status"}),
+		durations: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "warren_api_http_request_duration_seconds",
+			Help:    "Time to answer an HTTP request, by route pattern (includes ?wait).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"route"}),
+		confirms: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_api_publish_confirms_total",
+			Help: "Job messages published to RabbitMQ, by result: ok (confirmed) or failed (left to the scheduler's relay).",
+		}, []string{"result"}),
+		cacheReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_api_cache_reads_total",
+			Help: "Job reads from the Redis cache, by result: hit, miss or error (then Postgres answers).",
+		}, []string{"result"}),
+		waiters: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "warren_api_waiters_in_progress",
+			Help: "Requests holding a ?wait for a job to finish.",
+		}),
+	}
+	for _, r := range []string{"ok", "failed"} {
+		m.confirms.WithLabelValues(r)
+	}
+	for _, r := range []string{"hit", "miss", "error"} {
+		m.cacheReads.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.submits, m.requests, m.durations, m.confirms, m.cacheReads, m.waiters,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// instrument counts and times the requests h answers under the route label.
+func (m *metrics) instrument(route string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		m.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
+		m.durations.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+// statusWriter remembers the status code written.
+type statusWriter struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,168 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/warrenhq/warren/pkg/job"
+)
+
+// InsertBatch stores new jobs with one INSERT statement per shard, the shards
+// in parallel, and returns one error per shard (indexed by shard number; nil
+// for a shard that committed or had no jobs).
+//
+// What is atomic: the jobs of one shard are one statement, so they commit
+// together or not at all; shards commit independently, so when a shard
+// fails only the jobs whose ids name it are missing. A job whose id names a
+// shard this store lacks fails that shard's entry with ErrBadShard.
+//
+// Only the columns of a new job are written: id, tenant, type, queue,
+// priority, state, attempt, max_attempts, timeout_ms, payload, created_at,
+// scheduled_at, callback_url, idempotency_key and request_hash.
+func (s *Store) InsertBatch(ctx context.Context, jobs []*job.Job) []error {
+	n := len(s.shards)
+	for _, j := range jobs {
+		n = max(n, j.ID.Shard()+1)
+	}
+	errs := make([]error, n)
+	byShard := make(map[int][]*job.Job)
+	for _, j := range jobs {
+		byShard[j.ID.Shard()] = append(byShard[j.ID.Shard()], j)
+	}
+	var wg sync.WaitGroup
+	for shard, js := range byShard {
+		if shard >= len(s.shards) {
+			errs[shard] = fmt.Errorf("insert %d jobs: %w %d", len(js), ErrBadShard, shard)
+			continue
+		}
+		wg.Go(func() {
+			if err := s.insertNewJobs(ctx, shard, js); err != nil {
+				errs[shard] = &ShardError{Shard: shard, Err: fmt.Errorf("insert %d jobs: %w", len(js), err)}
+			}
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// InsertIdempotent stores a new job that carries an idempotency key, unless
+// the tenant already has a job with that key on the job's shard. It returns
+// the job now stored under the key and whether this call created it. The
+// caller compares RequestHash to tell a replay from a different request.
+//
+// Concurrent calls with one key are serialised by the unique index
+// (tenant, idempotency_key): exactly one creates the job, the others wait for
+// its commit and then return it. The key is unique per shard, so the caller
+// must route every key to the same shard (see the server's key routing).
+func (s *Store) InsertIdempotent(ctx context.Context, j *job.Job) (stored *job.Job, created bool, err error) {
+	if j.IdempotencyKey == nil {
+		return nil, false, errors.New("insert idempotent job: no idempotency key")
+	}
+	db, err := s.shard(j.ID)
+	if err != nil {
+		return nil, false, fmt.Errorf("insert job: %w", err)
+	}
+	// A row that wins the race and is then deleted (retention) between our
+	// INSERT and SELECT is vanishingly rare; a second round settles it.
+	for range 2 {
+		rows, err := newJobRowsJSON([]*job.Job{j})
+		if err != nil {
+			return nil, false, err
+		}
+		var id job.ID
+		err = db.GetContext(ctx, &id, `INSERT INTO jobs (`+newJobColumns+`)
+			SELECT `+newJobColumns+` FROM jsonb_to_recordset($1::jsonb) AS r(`+newJobRecord+`)
+			ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+			RETURNING id`, rows)
+		if err == nil {
+			return j, true, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return nil, false, fmt.Errorf("insert job %s on shard %d: %w", j.ID, j.ID.Shard(), err)
+		}
+		var got job.Job
+		err = db.GetContext(ctx, &got, `SELECT `+columns+` FROM jobs
+			WHERE tenant = $1 AND idempotency_key = $2`, j.Tenant, *j.IdempotencyKey)
+		if err == nil {
+			return &got, false, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return nil, false, fmt.Errorf("read job by idempotency key on shard %d: %w", j.ID.Shard(), err)
+		}
+	}
+	return nil, false, fmt.Errorf("insert job %s: idempotency key conflict did not settle", j.ID)
+}
+
+// The columns of a new job, and their types for jsonb_to_recordset.
+const (
+	newJobColumns = `id, tenant, type, queue, priority, state, attempt, max_attempts, timeout_ms,
+		payload, created_at, scheduled_at, callback_url, idempotency_key, request_hash`
+	newJobRecord = `id uuid, tenant text, type text, queue text, priority smallint, state text,
+		attempt integer, max_attempts integer, timeout_ms bigint, payload jsonb,
+		created_at timestamptz, scheduled_at timestamptz, callback_url text,
+		idempotency_key text, request_hash bytea`
+)
+
+// insertNewJobs inserts jobs on one shard in one statement. The rows travel as
+// one jsonb array parameter, unpacked by jsonb_to_recordset: the statement
+// and its parameter count are the same for 1 job or 1,000.
+func (s *Store) insertNewJobs(ctx context.Context, shard int, jobs []*job.Job) error {
+	rows, err := newJobRowsJSON(jobs)
+	if err != nil {
+		return err
+	}
+	_, err = s.shards[shard].ExecContext(ctx, `INSERT INTO jobs (`+newJobColumns+`)
+		SELECT `+newJobColumns+` FROM jsonb_to_recordset($1::jsonb) AS r(`+newJobRecord+`)`, rows)
+	return err
+}
+
+// newJobRow is a new job as jsonb_to_recordset reads it.
+type newJobRow struct {
+	ID             string          `json:"id"`
+	Tenant         string          `json:"tenant"`
+	Type           string          `json:"type"`
+	Queue          string          `json:"queue"`
+	Priority       int             `json:"priority"`
+	State          job.State       `json:"state"`
+	Attempt        int             `json:"attempt"`
+	MaxAttempts    int             `json:"max_attempts"`
+	TimeoutMS      int64           `json:"timeout_ms"`
+	Payload        json.RawMessage `json:"payload"`
+	CreatedAt      time.Time       `json:"created_at"`
+	ScheduledAt    *time.Time      `json:"scheduled_at"`
+	CallbackURL    *string         `json:"callback_url"`
+	IdempotencyKey *string         `json:"idempotency_key"`
+	RequestHash    *string         `json:"request_hash"` // bytea hex input: \x…
+}
+
+func newJobRowsJSON(jobs []*job.Job) ([]byte, error) {
+	rows := make([]newJobRow, len(jobs))
+	for i, j := range jobs {
+		id, _ := j.ID.Value() // never fails
+		payload := json.RawMessage(j.Payload)
+		if len(payload) == 0 || string(payload) == "null" {
+			payload = json.RawMessage(`{}`) // a jsonb null would read back as SQL NULL
+		}
+		rows[i] = newJobRow{
+			ID: id.(string), Tenant: j.Tenant, Type: j.Type, Queue: j.Queue, Priority: j.Priority,
+			State: j.State, Attempt: j.Attempt, MaxAttempts: j.MaxAttempts, TimeoutMS: j.TimeoutMS,
+			Payload: payload, CreatedAt: j.CreatedAt, ScheduledAt: j.ScheduledAt,
+			CallbackURL: j.CallbackURL, IdempotencyKey: j.IdempotencyKey,
+		}
+		if j.RequestHash != nil {
+			h := `\x` + hex.EncodeToString(j.RequestHash)
+			rows[i].RequestHash = &h
+		}
+	}
+	b, err := json.Marshal(rows)
+	if err != nil {
+		return nil, fmt.Errorf("encode jobs: %w", err) // a payload that is not valid JSON
+	}
+	return b, nil
+}

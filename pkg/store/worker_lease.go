@@ -1,0 +1,72 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lib/pq"
+
+	"github.com/warrenhq/warren/pkg/job"
+)
+
+// Held is a running attempt that a worker still holds.
+type Held struct {
+	ID      job.ID `db:"id"`
+	Attempt int    `db:"attempt"`
+}
+
+// ExtendLeases renews the leases of the worker's running jobs, one statement
+// per shard, and returns the attempts it still holds. A job in ids that is not
+// returned, and whose shard answered, is no longer the worker's: it was
+// cancelled, reaped or finished. Shards that did not answer are reported as
+// *ShardError values joined into err, alongside the jobs the other shards
+// confirmed.
+func (s *Store) ExtendLeases(ctx context.Context, workerID string, lease time.Duration, ids []job.ID) ([]Held, error) {
+	byShard := make(map[int][]string)
+	for _, id := range ids {
+		if id.Shard() >= len(s.shards) {
+			continue // not a job of ours to hold: it cannot be running
+		}
+		v, _ := id.Value()
+		byShard[id.Shard()] = append(byShard[id.Shard()], v.(string))
+	}
+	var held []Held
+	var errs []error
+	for n, shardIDs := range byShard {
+		var got []Held
+		err := s.shards[n].SelectContext(ctx, &got, `UPDATE jobs
+			SET lease_until = now() + $3 * interval '1 millisecond', heartbeat_at = now()
+			WHERE id = ANY($1::uuid[]) AND state = 'running' AND worker_id = $2
+			RETURNING id, attempt`, pq.Array(shardIDs), workerID, lease.Milliseconds())
+		if err != nil {
+			errs = append(errs, &ShardError{Shard: n, Err: fmt.Errorf("extend %d leases: %w", len(shardIDs), err)})
+			continue
+		}
+		held = append(held, got...)
+	}
+	return held, errors.Join(errs...)
+}
+
+// SetProgress stores a running attempt's progress report, any JSON value,
+// shown as the job's progress. Like the outcome writes it is fenced: an
+// attempt that is no longer the job's running one gets a *StateError (or
+// ErrNotFound) and changes nothing.
+func (s *Store) SetProgress(ctx context.Context, id job.ID, attempt int, progress job.JSON) error {
+	db, err := s.shard(id)
+	if err != nil {
+		return err
+	}
+	res, err := db.ExecContext(ctx, `UPDATE jobs SET progress = $3
+		WHERE id = $1 AND attempt = $2 AND state = 'running'`, id, attempt, nullJSON(progress))
+	if err != nil {
+		return fmt.Errorf("set progress of job %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("set progress of job %s: %w", id, err)
+	} else if n == 0 {
+		return s.refusal(ctx, db, id)
+	}
+	return nil
+}
