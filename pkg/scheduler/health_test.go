@@ -41,6 +41,16 @@ func TestQueueDepthMetricsAndHealth(t *testing.T) {
 		t.Errorf("a queue unknown to RabbitMQ has a depth gauge: %v", v)
 	}
 
+	// Every duty's first round is over before /metrics is read: a round's
+	// duration is observed when it ends.
+	eventually(t, 10*time.Second, "every duty to finish a round", func() bool {
+		for _, d := range s.Health().Duties {
+			if d.LastFinished == nil {
+				return false
+			}
+		}
+		return true
+	})
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	body := get(t, srv.URL+"/metrics", http.StatusOK)
@@ -55,14 +65,6 @@ func TestQueueDepthMetricsAndHealth(t *testing.T) {
 			t.Errorf("/metrics lacks %s", name)
 		}
 	}
-	eventually(t, 10*time.Second, "every duty to finish a round", func() bool {
-		for _, d := range s.Health().Duties {
-			if d.LastFinished == nil {
-				return false
-			}
-		}
-		return true
-	})
 	var h scheduler.Health
 	if err := json.Unmarshal([]byte(get(t, srv.URL+"/healthz", http.StatusOK)), &h); err != nil {
 		t.Fatal(err)
