@@ -125,6 +125,8 @@ rabbit_env() {
   export RABBITMQ_DIST_PORT=$DIST_PORT
   export ERL_EPMD_PORT=$EPMD_PORT
   export ERL_EPMD_ADDRESS=127.0.0.1
+  # Erlang distribution (node-to-node) on loopback too, not on every interface.
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
   export RABBITMQ_MNESIA_BASE="$DATA/rabbitmq/mnesia"
   export RABBITMQ_LOG_BASE="$DATA/rabbitmq/log"
   export RABBITMQ_ENABLED_PLUGINS_FILE="$DATA/rabbitmq/enabled_plugins"
