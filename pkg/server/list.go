@@ -92,7 +92,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, tenant string) {
 func cursor(id job.ID) string { return base64.RawURLEncoding.EncodeToString(id[:]) }
 
 func parseCursor(s string) (job.ID, bool) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	var id job.ID
 	if err != nil || len(b) != len(id) {
 		return id, false

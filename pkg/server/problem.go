@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Problem is an RFC 9457 problem document, the body of every error response.
@@ -56,10 +58,18 @@ type decodeError struct {
 
 func (e *decodeError) Error() string { return e.detail }
 
-// decode reads exactly one JSON object into v, refusing unknown fields and
-// trailing data, and explains any failure in terms of the request.
+// decode reads exactly one JSON object into v, refusing invalid UTF-8 (which
+// the JSON decoder would silently replace), unknown fields and trailing data,
+// and explains any failure in terms of the request.
 func decode(body io.Reader, v any) error {
-	dec := json.NewDecoder(body)
+	raw, err := io.ReadAll(body)
+	if err != nil {
+		return explain(err)
+	}
+	if !utf8.Valid(raw) {
+		return &decodeError{http.StatusBadRequest, "the body is not valid UTF-8"}
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return explain(err)
