@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -57,6 +58,7 @@ func run(ctx context.Context, getenv config.Getenv, out io.Writer) error {
 	srv, err := server.New(server.Config{
 		Tenants: tenants, Insecure: cfg.Insecure, MaxBodyBytes: int64(cfg.MaxBodyBytes),
 		DefaultMaxAttempts: cfg.DefaultMaxAttempts, DefaultTimeout: cfg.DefaultTimeout,
+		Failpoint: failpoint(cfg.Failpoint, log),
 	}, st, br, ca, log)
 	if err != nil {
 		return err
@@ -94,4 +96,21 @@ func run(ctx context.Context, getenv config.Getenv, out io.Writer) error {
 	}
 	log.Info("api stopped")
 	return nil
+}
+
+// failpoint returns the test hook that WARREN_FAILPOINT asks for, or nil.
+// "kill-after-commit" kills the process with SIGKILL right after a submit's
+// INSERT commits and before its publish: the crash tests use it to leave a
+// committed job without a message, for the scheduler's relay.
+func failpoint(name string, log *slog.Logger) func(string) {
+	if name != "kill-after-commit" {
+		return nil
+	}
+	log.Warn("WARREN_FAILPOINT is set: this api kills itself after the first committed submit (a test hook)", "failpoint", name)
+	return func(point string) {
+		if point == "after-commit" {
+			p, _ := os.FindProcess(os.Getpid())
+			_ = p.Kill() // SIGKILL: no deferred function, no flush
+		}
+	}
 }

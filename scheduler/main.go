@@ -65,12 +65,20 @@ func run(ctx context.Context, args []string, getenv config.Getenv, out io.Writer
 		return err // nil: stopped before RabbitMQ was reachable
 	}
 	defer br.Close()
+	cron := make([]scheduler.CronJob, len(cfg.Cron))
+	for i, c := range cfg.Cron {
+		cron[i] = scheduler.CronJob(c)
+	}
 	s, err := scheduler.New(scheduler.Config{
 		Tick: cfg.Tick,
 		Callbacks: scheduler.CallbackConfig{
 			HTTPAllow:      cfg.HTTPAllow,
 			SigningSecrets: cfg.SigningSecrets,
 		},
+		Relay:      scheduler.RelayConfig{After: cfg.RelayAfter},
+		Retention:  scheduler.RetentionConfig{Finished: cfg.Retention, Dead: cfg.RetentionDead},
+		Cron:       cron,
+		CronTenant: cfg.CronTenant,
 	}, st, br, log)
 	if err != nil {
 		return err

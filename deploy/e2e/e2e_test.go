@@ -189,6 +189,33 @@ func TestThreeProcessesRunAJob(t *testing.T) {
 			t.Fatalf("job %d: %s result %s", i, j.State, j.Result)
 		}
 	}
+	// A job that fails twice is retried by the scheduler and succeeds on its
+	// third attempt; a delayed job waits, then runs.
+	flaky, err := c.Submit(ctx, job.Request{Type: "fail", Payload: json.RawMessage(`{"times":2}`), MaxAttempts: ptr(5)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	delayed, err := c.Submit(ctx, job.Request{Type: "echo", Delay: "1s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if delayed.State != job.Scheduled {
+		t.Fatalf("delayed job is %s, want scheduled", delayed.State)
+	}
+	f, err := c.Wait(ctx, flaky.ID.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.State != job.Succeeded || f.Attempt != 3 || string(f.Result) != `{"attempt":3}` {
+		t.Fatalf("flaky job: %s attempt %d result %s", f.State, f.Attempt, f.Result)
+	}
+	d, err := c.Wait(ctx, delayed.ID.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.State != job.Succeeded || d.StartedAt == nil || d.StartedAt.Sub(d.CreatedAt) < time.Second {
+		t.Fatalf("delayed job: %s, started %v after creation", d.State, d.StartedAt)
+	}
 	// Unauthenticated requests are refused by the real process too.
 	if _, err := (mustClient(t, base, "")).Get(ctx, ids[0]); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("no token: %v", err)
@@ -226,6 +253,8 @@ func TestBadSettingStopsWithTheVariableNamed(t *testing.T) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func mustClient(t *testing.T, base, tok string) *client.Client {
 	t.Helper()

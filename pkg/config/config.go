@@ -1,12 +1,18 @@
 package config
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/robfig/cron/v3"
 )
 
 // Services are the backing services every process connects to.
@@ -126,7 +132,15 @@ type API struct {
 	DefaultTimeout time.Duration
 	// ResultTTL: WARREN_RESULT_TTL, how long finished jobs stay in Redis; default 24h.
 	ResultTTL time.Duration
+	// Failpoint: WARREN_FAILPOINT, a test hook for crash tests, never for
+	// production: "kill-after-commit" makes the process SIGKILL itself right
+	// after the first submit's INSERT commits, before its publish. Empty
+	// (the default) disables it.
+	Failpoint string
 }
+
+// Failpoints lists the values WARREN_FAILPOINT accepts.
+var Failpoints = []string{"kill-after-commit"}
 
 // LoadAPI reads the web process's configuration.
 func LoadAPI(get Getenv) (API, error) {
@@ -142,6 +156,10 @@ func LoadAPI(get Getenv) (API, error) {
 	c.DefaultMaxAttempts = r.int("WARREN_DEFAULT_MAX_ATTEMPTS", 5, 1, 100)
 	c.DefaultTimeout = r.duration("WARREN_DEFAULT_TIMEOUT", 10*time.Minute, time.Second, 24*time.Hour)
 	c.ResultTTL = r.duration("WARREN_RESULT_TTL", 24*time.Hour, time.Minute, 90*24*time.Hour)
+	c.Failpoint = r.str("WARREN_FAILPOINT", "")
+	if c.Failpoint != "" && !slices.Contains(Failpoints, c.Failpoint) {
+		r.fail("WARREN_FAILPOINT", "%q is not one of %s (a test hook; leave it unset)", c.Failpoint, strings.Join(Failpoints, ", "))
+	}
 	return c, r.err()
 }
 
@@ -227,6 +245,39 @@ type Scheduler struct {
 	SigningSecrets map[string]string
 	// MetricsAddr as for the worker.
 	MetricsAddr string
+	// RelayAfter: WARREN_RELAY_AFTER, how long a queued job may go without
+	// a confirmed RabbitMQ message before the leader's outbox relay
+	// publishes it; default 3s.
+	RelayAfter time.Duration
+	// Retention: WARREN_RETENTION, how long succeeded and cancelled jobs are
+	// kept after they finished; default 7d. RetentionDead:
+	// WARREN_RETENTION_DEAD, the same for dead jobs; default 30d. Both take
+	// a number of days ("7d") or a Go duration ("36h").
+	Retention     time.Duration
+	RetentionDead time.Duration
+	// Cron: WARREN_CRON, the periodic jobs, as a JSON array:
+	// [{"name":"nightly","schedule":"0 3 * * *","type":"echo","payload":{},"queue":"default"}].
+	// Optional fields: queue (default "default"), payload (default {}),
+	// priority (0-9), max_attempts (default 5), timeout (default "10m").
+	Cron []CronJob
+	// CronTenant: WARREN_CRON_TENANT, the tenant that owns the cron jobs;
+	// default "default".
+	CronTenant string
+}
+
+// CronJob is one entry of WARREN_CRON.
+type CronJob struct {
+	Name string
+	// Schedule: standard 5-field cron ("0 3 * * *"), a descriptor
+	// (@hourly, @daily, ...) or "@every 1m"; UTC unless prefixed with
+	// CRON_TZ=Area/City.
+	Schedule    string
+	Type        string
+	Queue       string
+	Payload     json.RawMessage
+	Priority    int
+	MaxAttempts int
+	Timeout     time.Duration
 }
 
 // LoadScheduler reads the scheduler process's configuration.
@@ -240,7 +291,133 @@ func LoadScheduler(get Getenv) (Scheduler, error) {
 		c.SigningSecrets[t.Name] = t.Token
 	}
 	c.MetricsAddr = r.metricsAddr()
+	c.RelayAfter = r.duration("WARREN_RELAY_AFTER", 3*time.Second, 100*time.Millisecond, time.Hour)
+	c.Retention = r.days("WARREN_RETENTION", 7*24*time.Hour, time.Minute, 100*365*24*time.Hour)
+	c.RetentionDead = r.days("WARREN_RETENTION_DEAD", 30*24*time.Hour, time.Minute, 100*365*24*time.Hour)
+	c.Cron = r.cron("WARREN_CRON")
+	c.CronTenant = r.str("WARREN_CRON_TENANT", "default")
+	if !tenantPattern.MatchString(c.CronTenant) {
+		r.fail("WARREN_CRON_TENANT", "%q must be lowercase letters, digits, _ or -", c.CronTenant)
+	}
 	return c, r.err()
+}
+
+// days reads a duration given as a number of days ("7d") or as a Go
+// duration ("36h").
+func (r *reader) days(name string, def, lo, hi time.Duration) time.Duration {
+	v, _ := r.first(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if n, ok := strings.CutSuffix(v, "d"); ok {
+		var days int
+		days, err = strconv.Atoi(n)
+		d = time.Duration(days) * 24 * time.Hour
+		if err == nil && days > int(hi/(24*time.Hour)) {
+			d = hi + 1
+		}
+	}
+	if err != nil {
+		r.fail(name, "%q is not a number of days such as 7d, or a duration such as 36h", v)
+		return def
+	}
+	if d < lo || d > hi {
+		r.fail(name, "%s is out of range [%v, %v]", v, lo, hi)
+		return def
+	}
+	return d
+}
+
+// cronEntry is the JSON form of a WARREN_CRON entry.
+type cronEntry struct {
+	Name        string          `json:"name"`
+	Schedule    string          `json:"schedule"`
+	Type        string          `json:"type"`
+	Queue       string          `json:"queue"`
+	Payload     json.RawMessage `json:"payload"`
+	Priority    int             `json:"priority"`
+	MaxAttempts *int            `json:"max_attempts"`
+	Timeout     string          `json:"timeout"`
+}
+
+// cron reads the periodic jobs: a JSON array of cronEntry.
+func (r *reader) cron(name string) []CronJob {
+	v, _ := r.first(name)
+	if v == "" {
+		return nil
+	}
+	dec := json.NewDecoder(strings.NewReader(v))
+	dec.DisallowUnknownFields()
+	var entries []cronEntry
+	if err := dec.Decode(&entries); err != nil {
+		r.fail(name, "not a JSON array of {\"name\", \"schedule\", \"type\", ...} objects: %v", err)
+		return nil
+	}
+	if dec.More() {
+		r.fail(name, "unexpected data after the JSON array")
+		return nil
+	}
+	var out []CronJob
+	seen := map[string]bool{}
+	for i, e := range entries {
+		bad := func(format string, args ...any) {
+			r.fail(name, "entry %d (%s): %s", i+1, e.Name, fmt.Sprintf(format, args...))
+		}
+		ok := true
+		check := func(cond bool, format string, args ...any) {
+			if !cond {
+				bad(format, args...)
+				ok = false
+			}
+		}
+		check(namePattern.MatchString(e.Name), "name must be 1-100 letters, digits or _.:-")
+		check(!seen[e.Name], "name used twice")
+		seen[e.Name] = true
+		if err := checkCron(e.Schedule); err != nil {
+			bad("schedule %q: %v", e.Schedule, err)
+			ok = false
+		}
+		check(namePattern.MatchString(e.Type), "type must be 1-100 letters, digits or _.:-")
+		if e.Queue == "" {
+			e.Queue = "default"
+		}
+		check(namePattern.MatchString(e.Queue), "queue must be 1-100 letters, digits or _.:-")
+		check(e.Priority >= 0 && e.Priority <= 9, "priority must be between 0 and 9")
+		job := CronJob{Name: e.Name, Schedule: e.Schedule, Type: e.Type, Queue: e.Queue,
+			Payload: e.Payload, Priority: e.Priority, MaxAttempts: 5, Timeout: 10 * time.Minute}
+		if e.MaxAttempts != nil {
+			job.MaxAttempts = *e.MaxAttempts
+			check(job.MaxAttempts >= 1 && job.MaxAttempts <= 100, "max_attempts must be between 1 and 100")
+		}
+		if e.Timeout != "" {
+			d, err := time.ParseDuration(e.Timeout)
+			check(err == nil && d >= time.Second && d <= 24*time.Hour, "timeout %q must be a duration between 1s and 24h", e.Timeout)
+			job.Timeout = d
+		}
+		if len(job.Payload) == 0 || string(job.Payload) == "null" {
+			job.Payload = json.RawMessage(`{}`)
+		}
+		if ok {
+			out = append(out, job)
+		}
+	}
+	return out
+}
+
+// checkCron reports whether the scheduler can parse a cron schedule.
+// robfig/cron's parser panics on some malformed input, hence the recover.
+func checkCron(spec string) (err error) {
+	defer func() {
+		if recover() != nil {
+			err = errors.New("not a valid cron expression")
+		}
+	}()
+	if spec == "" {
+		return errors.New("required: a cron expression such as \"0 3 * * *\" or \"@every 1m\"")
+	}
+	_, err = cron.ParseStandard(spec)
+	return err
 }
 
 func (r *reader) metricsAddr() string {

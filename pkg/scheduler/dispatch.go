@@ -17,15 +17,15 @@ import (
 // dispatch a round, not the scheduler.
 const batchTimeout = 30 * time.Second
 
-// dispatcher publishes one shard's due scheduled and retrying jobs.
+// dispatcher publishes one shard's due scheduled and retrying jobs: it
+// marks them queued (committed), publishes them, and marks them published
+// so that the relay leaves them alone. A batch whose publish fails stays
+// queued and goes out with the relay.
 type dispatcher struct {
 	st interface {
-		DispatchDue(ctx context.Context, shard, limit int, publish func(context.Context, []store.DueJob) error) (int, error)
+		PublishDue(ctx context.Context, shard, limit int, publish func(context.Context, []store.DueJob) error) (int, error)
 	}
-	br interface {
-		Publish(ctx context.Context, msgs ...broker.Message) error
-		Ready(ctx context.Context) error
-	}
+	br             publisher
 	shard          int
 	batch          int
 	publishTimeout time.Duration
@@ -37,15 +37,15 @@ type dispatcher struct {
 // so that a backlog drains at the speed of RabbitMQ's confirms rather than
 // one batch per tick.
 func (d *dispatcher) run(ctx context.Context) error {
-	// While RabbitMQ is down, do not take row locks only to wait for the
-	// publish to time out: the api's cancel of a due job would wait too.
+	// While RabbitMQ is down, due jobs wait as they are: moving them to
+	// queued would only hand them to the relay.
 	if err := d.br.Ready(ctx); err != nil {
 		d.m.dispatchErrors.Inc()
 		return fmt.Errorf("dispatch shard %d: %w", d.shard, err)
 	}
 	for ctx.Err() == nil {
 		bctx, cancel := context.WithTimeout(ctx, batchTimeout)
-		n, err := d.st.DispatchDue(bctx, d.shard, d.batch, d.publish)
+		n, err := d.st.PublishDue(bctx, d.shard, d.batch, d.publish)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -68,18 +68,30 @@ func (d *dispatcher) run(ctx context.Context) error {
 
 // publish sends the jobs' messages in one confirmed batch.
 func (d *dispatcher) publish(ctx context.Context, due []store.DueJob) error {
-	msgs := make([]broker.Message, len(due))
-	for i, j := range due {
+	if err := publishJobs(ctx, d.br, d.publishTimeout, due); err != nil {
+		return fmt.Errorf("dispatch %d due jobs of shard %d: %w", len(due), d.shard, err)
+	}
+	return nil
+}
+
+// publisher is what the duties that publish jobs need from the broker.
+type publisher interface {
+	Publish(ctx context.Context, msgs ...broker.Message) error
+	Ready(ctx context.Context) error
+}
+
+// publishJobs sends the jobs' messages in one call and waits, at most
+// timeout, for RabbitMQ to confirm them all.
+func publishJobs(ctx context.Context, br publisher, timeout time.Duration, jobs []store.DueJob) error {
+	msgs := make([]broker.Message, len(jobs))
+	for i, j := range jobs {
 		body, err := json.Marshal(job.Message{ID: j.ID, Type: j.Type})
 		if err != nil {
 			return fmt.Errorf("encode message of job %s: %w", j.ID, err)
 		}
 		msgs[i] = broker.Message{Queue: j.Queue, Priority: uint8(min(max(j.Priority, 0), 255)), MessageID: j.ID.String(), Body: body}
 	}
-	ctx, cancel := context.WithTimeout(ctx, d.publishTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := d.br.Publish(ctx, msgs...); err != nil {
-		return fmt.Errorf("dispatch %d due jobs of shard %d: %w", len(due), d.shard, err)
-	}
-	return nil
+	return br.Publish(ctx, msgs...)
 }

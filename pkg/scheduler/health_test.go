@@ -30,6 +30,10 @@ func TestQueueDepthMetricsAndHealth(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Published, so marked as the api marks its jobs: the relay leaves them.
+	if err := b.st.MarkPublished(context.Background(), []job.ID{a.ID, c.ID}); err != nil {
+		t.Fatal(err)
+	}
 	s, _ := b.start(scheduler.Config{Tick: 50 * time.Millisecond, DepthEvery: 50 * time.Millisecond}, b.st, br)
 	eventually(t, 10*time.Second, "queue depth gauge", func() bool {
 		return counter(t, s.Registry(), "warren_scheduler_queue_ready_messages", "queue", "default") == 2

@@ -23,6 +23,13 @@ type metrics struct {
 
 	queueReady     *prometheus.GaugeVec
 	queueConsumers *prometheus.GaugeVec
+
+	leader        prometheus.Gauge
+	leaderChanges *prometheus.CounterVec
+	relayed       prometheus.Counter
+	reaped        *prometheus.CounterVec
+	deleted       *prometheus.CounterVec
+	cronEnqueued  *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -69,13 +76,47 @@ func newMetrics() *metrics {
 			Name: "warren_scheduler_queue_consumers",
 			Help: "Consumers on a queue's RabbitMQ job queue, refreshed periodically.",
 		}, []string{"queue"}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "warren_scheduler_leader",
+			Help: "1 while this scheduler is the leader (runs the relay, reaper, retention, cron and autoscaler), else 0.",
+		}),
+		leaderChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_scheduler_leadership_changes_total",
+			Help: "Changes of this scheduler's leadership: acquired, lost (its lock's session failed) or released (shutdown).",
+		}, []string{"change"}),
+		relayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "warren_scheduler_jobs_relayed_total",
+			Help: "Queued jobs without a confirmed message that the outbox relay published.",
+		}),
+		reaped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_scheduler_jobs_reaped_total",
+			Help: "Running jobs whose worker was lost (lease expired), by outcome: requeued or dead.",
+		}, []string{"outcome"}),
+		deleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_scheduler_jobs_deleted_total",
+			Help: "Old jobs deleted by retention, by rule: finished (succeeded, cancelled) or dead.",
+		}, []string{"rule"}),
+		cronEnqueued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "warren_scheduler_cron_jobs_enqueued_total",
+			Help: "Cron ticks whose job this scheduler enqueued, by cron entry.",
+		}, []string{"cron"}),
 	}
 	for _, o := range []string{"delivered", "retry", "failed"} {
 		m.callbackAttempts.WithLabelValues(o)
 	}
+	for _, c := range []string{"acquired", "lost", "released"} {
+		m.leaderChanges.WithLabelValues(c)
+	}
+	for _, o := range []string{"requeued", "dead"} {
+		m.reaped.WithLabelValues(o)
+	}
+	for _, r := range []string{"finished", "dead"} {
+		m.deleted.WithLabelValues(r)
+	}
 	m.reg.MustRegister(m.dispatched, m.batches, m.dispatchErrors,
 		m.callbackAttempts, m.callbacksDelivered, m.callbacksFailed,
 		m.tickSeconds, m.dutyErrors, m.queueReady, m.queueConsumers,
+		m.leader, m.leaderChanges, m.relayed, m.reaped, m.deleted, m.cronEnqueued,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

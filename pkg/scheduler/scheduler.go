@@ -3,15 +3,36 @@
 // RabbitMQ cannot keep alone.
 //
 //   - dispatch (one per shard): scheduled and retrying jobs whose time has come
-//     are published to RabbitMQ in batches and marked queued, in one
-//     transaction that holds their rows with FOR UPDATE SKIP LOCKED, so any
-//     number of schedulers can run at once and a crash at any point delays a
-//     job but never loses it;
+//     are marked queued in batches (taking their rows FOR UPDATE SKIP LOCKED,
+//     so any number of schedulers can run at once), then published to
+//     RabbitMQ and marked published; a crash or a failed publish after the
+//     commit leaves them to the relay, so it delays a job but never loses it;
 //   - callbacks (one per shard): finished jobs with a callback_url are POSTed
 //     to it, signed (see package webhook), and retried with backoff;
 //   - queue depth: RabbitMQ's ready and consumer counts of every queue in use,
 //     as Prometheus gauges;
 //   - alive: a periodic "scheduler alive" log line with the services' health.
+//
+// Any number of schedulers may run. Those duties run on each of them; the
+// following run only on the leader, elected with a Postgres advisory lock on
+// shard 0 (see store.Elector and leader.go):
+//
+//   - relay (one per shard): queued jobs that never got a confirmed message
+//     (the api died between its commit and its publish, RabbitMQ was down)
+//     are published and marked;
+//   - reaper (one per shard): running jobs whose worker was lost (lease
+//     expired) are queued again, counting the attempt, or dead;
+//   - retention (one per shard): old finished jobs are deleted in small
+//     batches;
+//   - cron: periodic jobs from the configuration, once per tick
+//     cluster-wide;
+//   - the duties added with AddDuty (the autoscaler).
+//
+// Every leader-only duty is safe to run from a deposed leader that has not
+// noticed yet: each takes its rows FOR UPDATE SKIP LOCKED and re-checks its
+// condition in a conditional UPDATE or DELETE, and cron's inserts are
+// idempotent by key. The leadership only keeps the work from being done many
+// times over.
 //
 // Each duty runs in its own goroutine, so a slow one (a callback receiver
 // timing out, a shard that does not answer) never holds up the others. A
@@ -28,6 +49,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,8 +73,9 @@ type Broker interface {
 // Config configures a Scheduler. Zero values take the defaults documented on
 // each field.
 type Config struct {
-	// Tick is how often dispatch and callback delivery run; default 1s. A due
-	// job is published at most about one tick after its time.
+	// Tick is how often dispatch, callback delivery, and on the leader the
+	// relay, the reaper and cron run; default 1s. A due job is published at
+	// most about one tick after its time.
 	Tick time.Duration
 	// DispatchBatch is the most due jobs published in one confirmed batch;
 	// default 1000. A shard with a backlog gets batch after batch in the same
@@ -76,6 +99,60 @@ type Config struct {
 	Now func() time.Time
 	// Jitter returns a random duration in [0, max]; default uniform.
 	Jitter func(max time.Duration) time.Duration
+
+	// Leader configures the election of the leader.
+	Leader LeaderConfig
+	// Relay configures the outbox relay.
+	Relay RelayConfig
+	// ReapBatch is the most jobs of lost workers handled in one
+	// transaction; default 500. The reaper runs every Tick.
+	ReapBatch int
+	// Retention configures the deletion of old finished jobs.
+	Retention RetentionConfig
+	// Cron lists the periodic jobs, enqueued for tenant CronTenant
+	// (default "default"). Checked every Tick.
+	Cron       []CronJob
+	CronTenant string
+}
+
+// LeaderConfig configures the election of the leader.
+type LeaderConfig struct {
+	// Retry is how often a standby tries to take the leadership; default
+	// 2s. A leader that is killed is replaced within about this long.
+	Retry time.Duration
+	// Check is how often the leader confirms that its lock's session is
+	// alive; default 1s. CheckTimeout bounds one check; default 2s.
+	Check        time.Duration
+	CheckTimeout time.Duration
+	// SessionTimeout is how long Postgres keeps the lock's session without
+	// a statement (idle_session_timeout): a leader that froze, or lost the
+	// network, loses the lock after that long; default 6s. It must exceed
+	// Check + CheckTimeout and Retry.
+	SessionTimeout time.Duration
+}
+
+// RelayConfig configures the outbox relay.
+type RelayConfig struct {
+	// After is how long a queued job may go without a confirmed message
+	// before the relay publishes it; default 3s. It leaves the api the time
+	// to publish and mark its own jobs.
+	After time.Duration
+	// Batch is the most jobs published in one confirmed batch; default
+	// 1000.
+	Batch int
+}
+
+// RetentionConfig configures the deletion of old finished jobs.
+type RetentionConfig struct {
+	// Finished is how long succeeded and cancelled jobs are kept after they
+	// finished; default 7 days.
+	Finished time.Duration
+	// Dead is how long dead jobs are kept; default 30 days.
+	Dead time.Duration
+	// Every is how often retention runs; default 1m.
+	Every time.Duration
+	// Batch is the most rows one DELETE statement removes; default 500.
+	Batch int
 }
 
 // CallbackConfig configures the delivery of job callbacks.
@@ -132,6 +209,22 @@ func (cfg Config) withDefaults() Config {
 		rounds := (c.Batch + c.Concurrency - 1) / c.Concurrency
 		c.Lease = max(2*time.Minute, time.Duration(rounds+1)*c.Timeout+30*time.Second)
 	}
+	l := &cfg.Leader
+	setDuration(&l.Retry, 2*time.Second)
+	setDuration(&l.Check, time.Second)
+	setDuration(&l.CheckTimeout, 2*time.Second)
+	setDuration(&l.SessionTimeout, 6*time.Second)
+	setDuration(&cfg.Relay.After, 3*time.Second)
+	setInt(&cfg.Relay.Batch, 1000)
+	setInt(&cfg.ReapBatch, 500)
+	r := &cfg.Retention
+	setDuration(&r.Finished, 7*24*time.Hour)
+	setDuration(&r.Dead, 30*24*time.Hour)
+	setDuration(&r.Every, time.Minute)
+	setInt(&r.Batch, 500)
+	if cfg.CronTenant == "" {
+		cfg.CronTenant = "default"
+	}
 	return cfg
 }
 
@@ -153,7 +246,11 @@ type Scheduler struct {
 	log     *slog.Logger
 	metrics *metrics
 	client  *http.Client
-	duties  []*dutyState
+	elector elector
+	leader  atomic.Bool
+
+	mu     sync.Mutex
+	duties []*dutyState
 }
 
 // duty is one periodic job of the scheduler. Each keeps its own small view
@@ -167,18 +264,26 @@ type duty interface {
 
 // dutyState is a duty with its schedule and what /healthz reports of it.
 type dutyState struct {
-	name  string // a metric label, e.g. "dispatch"
-	shard int    // -1 for duties that are not per shard
-	every time.Duration
-	duty  duty
+	name       string // a metric label, e.g. "dispatch"
+	shard      int    // -1 for duties that are not per shard
+	every      time.Duration
+	duty       duty
+	leaderOnly bool // runs only while this scheduler is the leader
 
 	mu        sync.Mutex
+	active    bool      // a leader-only duty: this scheduler leads now
+	since     time.Time // a leader-only duty: when the current term began
 	started   time.Time // of the round in progress; zero between rounds
 	finished  time.Time // of the last round
 	lastErr   error
 	failures  int // consecutive failed rounds
 	loggedErr time.Time
 }
+
+// dutyFunc is a duty given as a function (AddDuty).
+type dutyFunc func(ctx context.Context) error
+
+func (f dutyFunc) run(ctx context.Context) error { return f(ctx) }
 
 // New returns a Scheduler over the store and broker. A nil log discards log
 // output.
@@ -196,7 +301,12 @@ func New(cfg Config, st *store.Store, br Broker, log *slog.Logger) (*Scheduler, 
 	// redirect would turn the POST into a GET, and a receiver that moved
 	// should be updated at its source.
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	s := &Scheduler{cfg: cfg, log: log, metrics: newMetrics(), client: client}
+	entries, err := newCronEntries(cfg.Cron)
+	if err != nil {
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
+	s := &Scheduler{cfg: cfg, log: log, metrics: newMetrics(), client: client,
+		elector: st.NewElector(cfg.Leader.SessionTimeout)}
 	for shard := range st.Shards() {
 		s.add("dispatch", shard, cfg.Tick, &dispatcher{
 			st: st, br: br, shard: shard, batch: cfg.DispatchBatch, publishTimeout: cfg.PublishTimeout,
@@ -208,22 +318,88 @@ func New(cfg Config, st *store.Store, br Broker, log *slog.Logger) (*Scheduler, 
 		})
 	}
 	s.add("queue_depth", -1, cfg.DepthEvery, &depthGauge{st: st, br: br, m: s.metrics, log: log.With("duty", "queue_depth")})
-	s.add("alive", -1, cfg.AliveEvery, &aliveReport{st: st, br: br, log: log})
+	s.add("alive", -1, cfg.AliveEvery, &aliveReport{st: st, br: br, leader: s.leader.Load, log: log})
+	for shard := range st.Shards() {
+		s.addLeader("relay", shard, cfg.Tick, &relayer{
+			st: st, br: br, shard: shard, batch: cfg.Relay.Batch, after: cfg.Relay.After, publishTimeout: cfg.PublishTimeout,
+			m: s.metrics, log: log.With("duty", "relay", "shard", shard),
+		})
+		s.addLeader("reaper", shard, cfg.Tick, &reaper{
+			st: st, br: br, shard: shard, batch: cfg.ReapBatch, publishTimeout: cfg.PublishTimeout,
+			m: s.metrics, log: log.With("duty", "reaper", "shard", shard),
+		})
+		s.addLeader("retention", shard, cfg.Retention.Every, &retention{
+			st: st, shard: shard, finished: cfg.Retention.Finished, dead: cfg.Retention.Dead, batch: cfg.Retention.Batch,
+			m: s.metrics, log: log.With("duty", "retention", "shard", shard),
+		})
+	}
+	if len(entries) > 0 {
+		s.addLeader("cron", -1, cfg.Tick, &cronDuty{
+			st: st, entries: entries, tenant: cfg.CronTenant, lateLog: max(5*time.Second, 3*cfg.Tick), now: cfg.Now,
+			m: s.metrics, log: log.With("duty", "cron"),
+		})
+	}
 	return s, nil
 }
 
 func (s *Scheduler) add(name string, shard int, every time.Duration, d duty) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.duties = append(s.duties, &dutyState{name: name, shard: shard, every: every, duty: d})
 }
 
+func (s *Scheduler) addLeader(name string, shard int, every time.Duration, d duty) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.duties = append(s.duties, &dutyState{name: name, shard: shard, every: every, duty: d, leaderOnly: true})
+}
+
+// AddDuty adds a duty that runs only while this scheduler is the leader,
+// like the relay and the reaper: run is called at once when it becomes the
+// leader and then every every (Config.Tick when every is not positive), never
+// twice at once; its context is cancelled the moment the leadership is lost
+// or Run's context ends, and run should then return promptly. A round's
+// error is logged (at its start and every 30s while it lasts) and counted
+// in warren_scheduler_tick_errors_total{duty=name}; /healthz reports the
+// duty under name. Call AddDuty before Run; a duty added later starts with
+// the next leadership term.
+//
+// Whatever run does must be harmless when done by a leader that was
+// deposed a moment before (a statement in flight when the lock's session
+// failed): make its writes idempotent or fenced.
+func (s *Scheduler) AddDuty(name string, every time.Duration, run func(ctx context.Context) error) {
+	if every <= 0 {
+		every = s.cfg.Tick
+	}
+	s.addLeader(name, -1, every, dutyFunc(run))
+}
+
+// IsLeader reports whether this scheduler is the leader now.
+func (s *Scheduler) IsLeader() bool { return s.leader.Load() }
+
+// snapshot returns the duties, leader-only or not.
+func (s *Scheduler) snapshot(leaderOnly bool) []*dutyState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*dutyState
+	for _, d := range s.duties {
+		if d.leaderOnly == leaderOnly {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
 // Run runs every duty, each on its own ticker and starting at once, until
-// ctx is cancelled. It returns nil after every goroutine it started has
-// exited.
+// ctx is cancelled, and competes for the leadership, running the
+// leader-only duties while it holds it. It returns nil after every
+// goroutine it started has exited, having released the leadership.
 func (s *Scheduler) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	for _, d := range s.duties {
+	for _, d := range s.snapshot(false) {
 		wg.Go(func() { s.loop(ctx, d) })
 	}
+	wg.Go(func() { s.campaign(ctx) })
 	wg.Wait()
 	s.client.CloseIdleConnections()
 	s.log.Info("scheduler stopped")
@@ -270,6 +446,21 @@ func (s *Scheduler) report(d *dutyState, failures int, err error, logIt bool) {
 	}
 }
 
+// activate marks a leader-only duty as running for a new term.
+func (d *dutyState) activate() {
+	d.mu.Lock()
+	d.active, d.since = true, time.Now()
+	d.mu.Unlock()
+}
+
+// deactivate marks a leader-only duty as stopped; a round cut short by the
+// end of the term is forgotten.
+func (d *dutyState) deactivate() {
+	d.mu.Lock()
+	d.active, d.started = false, time.Time{}
+	d.mu.Unlock()
+}
+
 func (d *dutyState) begin() {
 	d.mu.Lock()
 	d.started = time.Now()
@@ -314,7 +505,9 @@ type Health struct {
 	// Config.StallAfter, or none has finished for that long. A duty whose
 	// rounds fail (RabbitMQ or a shard down) is not stalled: the scheduler
 	// is alive and will catch up, so a restart would not help.
-	OK     bool         `json:"ok"`
+	OK bool `json:"ok"`
+	// Leader is true while this scheduler is the leader.
+	Leader bool         `json:"leader"`
 	Duties []DutyHealth `json:"duties"`
 }
 
@@ -327,15 +520,22 @@ type DutyHealth struct {
 	Failures     int        `json:"consecutive_failures"`
 	LastError    string     `json:"last_error,omitempty"`
 	Stalled      bool       `json:"stalled,omitempty"`
+	// LeaderOnly duties run only on the leader; Standby is set on such a
+	// duty while this scheduler is not the leader (it is not stalled then).
+	LeaderOnly bool `json:"leader_only,omitempty"`
+	Standby    bool `json:"standby,omitempty"`
 }
 
 // Health reports the state of every duty.
 func (s *Scheduler) Health() Health {
 	now := time.Now()
-	h := Health{OK: true}
-	for _, d := range s.duties {
+	h := Health{OK: true, Leader: s.leader.Load()}
+	s.mu.Lock()
+	duties := s.duties
+	s.mu.Unlock()
+	for _, d := range duties {
 		d.mu.Lock()
-		dh := DutyHealth{Duty: d.name, Failures: d.failures}
+		dh := DutyHealth{Duty: d.name, Failures: d.failures, LeaderOnly: d.leaderOnly}
 		if d.shard >= 0 {
 			dh.Shard = &d.shard
 		}
@@ -343,11 +543,18 @@ func (s *Scheduler) Health() Health {
 			f := d.finished.UTC()
 			dh.LastFinished = &f
 		}
-		if !d.started.IsZero() {
+		switch {
+		case d.leaderOnly && !d.active:
+			dh.Standby = true
+		case !d.started.IsZero():
 			dh.Running = now.Sub(d.started).Round(time.Millisecond).String()
 			dh.Stalled = now.Sub(d.started) > s.cfg.StallAfter
-		} else if !d.finished.IsZero() {
-			dh.Stalled = now.Sub(d.finished) > s.cfg.StallAfter+d.every
+		case !d.finished.IsZero() || d.leaderOnly:
+			last := d.finished
+			if d.leaderOnly && d.since.After(last) {
+				last = d.since
+			}
+			dh.Stalled = now.Sub(last) > s.cfg.StallAfter+d.every
 		}
 		if d.lastErr != nil {
 			dh.LastError = d.lastErr.Error()
@@ -371,9 +578,10 @@ func (s *Scheduler) serveHealth(w http.ResponseWriter, _ *http.Request) {
 // aliveReport logs that the scheduler is alive, with the state of the
 // services it depends on.
 type aliveReport struct {
-	st  interface{ Ping(context.Context) []error }
-	br  interface{ Ready(context.Context) error }
-	log *slog.Logger
+	st     interface{ Ping(context.Context) []error }
+	br     interface{ Ready(context.Context) error }
+	leader func() bool
+	log    *slog.Logger
 }
 
 func (a *aliveReport) run(ctx context.Context) error {
@@ -390,6 +598,6 @@ func (a *aliveReport) run(ctx context.Context) error {
 	if err := a.br.Ready(ctx); err != nil {
 		rabbit = "down"
 	}
-	a.log.Info("scheduler alive", "shards", len(errs), "shards_up", up, "rabbitmq", rabbit)
+	a.log.Info("scheduler alive", "shards", len(errs), "shards_up", up, "rabbitmq", rabbit, "leader", a.leader())
 	return errors.Join(errs...)
 }

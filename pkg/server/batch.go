@@ -115,6 +115,9 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request, tenant stri
 		}
 	}
 	// Committed: publish every runnable job in one call; the relay covers a failure.
+	if len(valid) > 0 {
+		s.failpoint("after-commit")
+	}
 	_ = s.publish(r, runnable...)
 	writeJSON(w, http.StatusAccepted, map[string]any{"jobs": items})
 }

@@ -2,17 +2,21 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/warrenhq/warren/pkg/broker"
 	"github.com/warrenhq/warren/pkg/job"
+	"github.com/warrenhq/warren/pkg/store"
 )
 
 // submit serves POST /v1/jobs: validate, commit, publish, answer 202 (or,
@@ -68,6 +72,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, tenant string) {
 	}
 	// Committed: from here on the job is accepted, whatever RabbitMQ says. A
 	// job that is not published now is published by the scheduler's relay.
+	s.failpoint("after-commit")
 	s.metrics.submits.WithLabelValues(j.Queue, j.Type).Inc()
 	if j.State == job.Queued {
 		_ = s.publish(r, j)
@@ -301,9 +306,10 @@ func requestHash(req *job.Request) ([]byte, error) {
 }
 
 // publish sends the jobs' messages in one call (RabbitMQ confirms them
-// together). A failure is logged and counted, not returned to the client:
-// the jobs are committed, and the scheduler's relay publishes queued jobs
-// that were not.
+// together) and, once confirmed, has them marked published in Postgres by
+// the background batcher (see publishMarks). A failure is logged and
+// counted, not returned to the client: the jobs are committed, and the
+// scheduler's relay publishes queued jobs that were not marked.
 func (s *Server) publish(r *http.Request, jobs ...*job.Job) error {
 	if len(jobs) == 0 {
 		return nil
@@ -324,7 +330,114 @@ func (s *Server) publish(r *http.Request, jobs ...*job.Job) error {
 		return err
 	}
 	s.metrics.confirms.WithLabelValues("ok").Add(float64(len(msgs)))
+	ids := make([]job.ID, len(jobs))
+	for i, j := range jobs {
+		ids[i] = j.ID
+	}
+	s.marks.add(ids...)
 	return nil
+}
+
+// failpoint calls the test hook Config.Failpoint, if set.
+func (s *Server) failpoint(name string) {
+	if s.cfg.Failpoint != nil {
+		s.cfg.Failpoint(name)
+	}
+}
+
+// markEvery is how often confirmed publications are written to Postgres.
+const markEvery = 50 * time.Millisecond
+
+// publishMarks records in Postgres, in batches, that RabbitMQ confirmed the
+// messages of jobs this api published, so that the scheduler's relay
+// leaves them alone: one UPDATE per shard every markEvery for all the
+// confirms gathered meanwhile, not one round trip per request. Marking is
+// an optimisation, not a guarantee: a mark that is lost (the process dies,
+// a shard does not answer) costs one duplicate message from the relay,
+// which the worker's claim drops. Close writes what is pending.
+type publishMarks struct {
+	st  *store.Store
+	log *slog.Logger
+
+	start sync.Once
+	stop  chan struct{}
+	done  chan struct{}
+
+	mu     sync.Mutex
+	ids    []job.ID
+	closed bool
+}
+
+func newPublishMarks(st *store.Store, log *slog.Logger) *publishMarks {
+	return &publishMarks{st: st, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// add queues ids to be marked; the first call starts the flusher. After
+// close, the ids are marked at once.
+func (m *publishMarks) add(ids ...job.ID) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		m.write(ids) // a request finishing during shutdown
+		return
+	}
+	m.ids = append(m.ids, ids...)
+	m.mu.Unlock()
+	m.start.Do(func() { go m.run() })
+}
+
+func (m *publishMarks) run() {
+	defer close(m.done)
+	t := time.NewTicker(markEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			m.flush()
+			return
+		case <-t.C:
+			m.flush()
+		}
+	}
+}
+
+func (m *publishMarks) flush() {
+	m.mu.Lock()
+	ids := m.ids
+	m.ids = nil
+	m.mu.Unlock()
+	m.write(ids)
+}
+
+func (m *publishMarks) write(ids []job.ID) {
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.st.MarkPublished(ctx, ids); err != nil {
+		m.log.Warn("mark published jobs (the relay publishes them again, harmlessly)", "jobs", len(ids), "error", err)
+	}
+}
+
+// close writes the pending marks and stops the flusher. It is safe to call
+// more than once.
+func (m *publishMarks) close() {
+	m.mu.Lock()
+	already := m.closed
+	m.closed = true
+	m.mu.Unlock()
+	if already {
+		return
+	}
+	started := true
+	m.start.Do(func() { started = false })
+	if !started {
+		m.flush() // an add that raced with close
+		return
+	}
+	close(m.stop)
+	<-m.done
 }
 
 // get serves GET /v1/jobs/{id}, with ?wait holding the request until the job

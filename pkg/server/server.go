@@ -63,6 +63,11 @@ type Config struct {
 	// FallbackPoll is how often a ?wait request re-reads its job while Redis
 	// (and so the completion events) is unavailable; default 1s.
 	FallbackPoll time.Duration
+	// Failpoint is a test hook for crash tests, nil in production: it is
+	// called at named points of the request path, such as "after-commit"
+	// (a submit's INSERT committed, its publish not yet made), and may kill
+	// the process there (the api's WARREN_FAILPOINT).
+	Failpoint func(name string)
 }
 
 // Publisher is what the server needs from the broker.
@@ -84,6 +89,7 @@ type Server struct {
 	now     func() time.Time
 	metrics *metrics
 	waits   *waitHub
+	marks   *publishMarks
 }
 
 // New returns a Server. The cache may be nil: reads then always use Postgres,
@@ -124,13 +130,19 @@ func New(cfg Config, st *store.Store, br Publisher, ca *cache.Cache, log *slog.L
 		metrics: newMetrics(),
 	}
 	s.waits = newWaitHub(ca, cfg.FallbackPoll, log)
+	s.marks = newPublishMarks(st, log)
 	return s, nil
 }
 
 // Close stops the Redis subscription and the goroutine that serve ?wait
 // requests, if they were started; requests still waiting answer with the
-// job's state at that moment. It is safe to call more than once.
-func (s *Server) Close() error { return s.waits.close() }
+// job's state at that moment. It writes the pending marks of published jobs
+// (later publishes are marked one by one). It is safe to call more than
+// once.
+func (s *Server) Close() error {
+	s.marks.close()
+	return s.waits.close()
+}
 
 // Registry returns the Prometheus registry that GET /metrics serves, so
 // that the process can add its own collectors.

@@ -37,12 +37,11 @@ const dueQuery = `SELECT id, type, queue, priority FROM jobs
 // returns nil; otherwise it rolls back and the jobs stay due for the next
 // call. It returns how many jobs it moved.
 //
-// publish must not return nil unless the messages are safely with the broker.
-// A worker may receive a message before the commit: its claim (an UPDATE)
-// waits for the row lock, then finds the job queued. If the transaction
-// rolls back instead, or the process dies after publishing and before the
-// commit, the claim finds the job still due and the worker drops the
-// message; the job is published again on the next call: late, never lost.
+// Deprecated: it publishes inside the transaction, and a worker that gets a
+// message before the commit sees the job still due (its claim's UPDATE does
+// not wait for a row that does not match yet) and drops the message, leaving
+// the job queued with no message. The scheduler uses PublishDue, which
+// commits first and publishes after; this remains only for its tests.
 func (s *Store) DispatchDue(ctx context.Context, shard, limit int, publish func(context.Context, []DueJob) error) (int, error) {
 	if shard < 0 || shard >= len(s.shards) {
 		return 0, fmt.Errorf("dispatch due jobs: %w %d", ErrBadShard, shard)
