@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -223,9 +225,52 @@ func TestThreeProcessesRunAJob(t *testing.T) {
 	stacktest.Eventually(t, 10*time.Second, "scheduler says it is alive", func() bool {
 		return strings.Contains(sched.out.String(), "scheduler alive")
 	})
+	metrics := get(t, base+"/metrics")
 	for _, p := range []*proc{api, workers, sched} {
 		p.stop(t)
 	}
+	// No secret reaches a log line or /metrics: not the token, not a password.
+	secrets := []string{token}
+	for _, kv := range env {
+		name, value, _ := strings.Cut(kv, "=")
+		if !strings.HasSuffix(name, "_URL") && !strings.HasSuffix(name, "_URLS") {
+			continue
+		}
+		for _, raw := range strings.Split(value, ",") {
+			if u, err := url.Parse(raw); err == nil && u.User != nil {
+				if pw, ok := u.User.Password(); ok && pw != "" {
+					secrets = append(secrets, pw)
+				}
+			}
+		}
+	}
+	if len(secrets) < 3 {
+		t.Fatalf("found %d secrets to look for; the test services should have passwords", len(secrets))
+	}
+	for _, sec := range secrets {
+		for _, p := range []*proc{api, workers, sched} {
+			if strings.Contains(p.out.String(), sec) {
+				t.Errorf("%s's output contains a secret (%.4s…)", p.name, sec)
+			}
+		}
+		if strings.Contains(metrics, sec) {
+			t.Errorf("/metrics contains a secret (%.4s…)", sec)
+		}
+	}
+}
+
+func get(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func TestBadSettingStopsWithTheVariableNamed(t *testing.T) {
