@@ -3,10 +3,10 @@
 BIN := bin
 GO ?= go
 
-.PHONY: help run test build lint clean
+.PHONY: help run test build lint clean autoscale-table
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 run: ## install what is missing, start the whole stack in the foreground (Ctrl-C stops it all)
 	@deploy/run.sh
@@ -24,3 +24,6 @@ lint: ## gofmt, go vet and staticcheck
 
 clean: ## remove build output (keeps .data/ and .env)
 	rm -rf $(BIN)
+
+autoscale-table: ## print the autoscaler's simulation table against the HPA baseline (docs/AUTOSCALING.md)
+	$(GO) run ./scheduler simulate

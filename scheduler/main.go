@@ -1,7 +1,10 @@
 // Command scheduler is Warren's scheduler process: it publishes due jobs,
-// delivers job callbacks and watches queue depth (package scheduler), and
+// delivers job callbacks and watches queue depth (package scheduler), sizes
+// the worker fleet when WARREN_AUTOSCALE is set (package autoscale), and
 // serves /metrics and /healthz on PORT when it is set. `scheduler migrate` is
 // the Procfile's release command: it applies the migrations to every shard.
+// `scheduler simulate` prints the autoscaler's simulation table
+// (docs/AUTOSCALING.md).
 package main
 
 import (
@@ -14,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -27,13 +31,20 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+	out := io.Writer(os.Stderr)
+	if len(os.Args) > 1 && os.Args[1] == "simulate" {
+		out = os.Stdout // the table is the command's output, not a log
+	}
+	if err := run(ctx, os.Args[1:], os.Getenv, out); err != nil {
 		fmt.Fprintln(os.Stderr, "scheduler:", err)
 		os.Exit(1)
 	}
 }
 
 func run(ctx context.Context, args []string, getenv config.Getenv, out io.Writer) error {
+	if len(args) > 0 && args[0] == "simulate" {
+		return simulate(args[1:], getenv, out)
+	}
 	cfg, err := config.LoadScheduler(getenv)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
@@ -52,7 +63,11 @@ func run(ctx context.Context, args []string, getenv config.Getenv, out io.Writer
 		log.Info("migrations applied", "shards", st.Shards())
 		return nil
 	case len(args) > 0:
-		return fmt.Errorf("unknown arguments %q; usage: scheduler [migrate]", args)
+		return fmt.Errorf("unknown arguments %q; usage: scheduler [migrate | simulate [-seeds N]]", args)
+	}
+	autoscaleCfg, err := config.LoadAutoscale(getenv)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 
 	// The allow list is checked here so that a bad entry stops the process
@@ -82,6 +97,17 @@ func run(ctx context.Context, args []string, getenv config.Getenv, out io.Writer
 	}, st, br, log)
 	if err != nil {
 		return err
+	}
+	fleet, err := setupAutoscaler(autoscaleCfg, s, st, br, out, log)
+	if err != nil {
+		return err
+	}
+	if fleet != nil {
+		// The local workers run beside the scheduler and stop with it: Run
+		// returns once every one of them has exited.
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = fleet(ctx) })
+		defer wg.Wait()
 	}
 	if cfg.MetricsAddr != "" {
 		// A taken port costs the metrics, not the scheduling.
