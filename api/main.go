@@ -58,7 +58,9 @@ func run(ctx context.Context, getenv config.Getenv, out io.Writer) error {
 	srv, err := server.New(server.Config{
 		Tenants: tenants, Insecure: cfg.Insecure, MaxBodyBytes: int64(cfg.MaxBodyBytes),
 		DefaultMaxAttempts: cfg.DefaultMaxAttempts, DefaultTimeout: cfg.DefaultTimeout,
-		Failpoint: failpoint(cfg.Failpoint, log),
+		RateLimit:     cache.Rate{Limit: cfg.RateLimit, Window: cfg.RateWindow},
+		MaxQueueDepth: cfg.MaxQueueDepth,
+		Failpoint:     failpoint(cfg.Failpoint, log),
 	}, st, br, ca, log)
 	if err != nil {
 		return err

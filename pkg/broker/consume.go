@@ -351,3 +351,54 @@ func (d *Delivery) settle() error {
 	}
 	return nil
 }
+
+// Headers of a dead-lettered message.
+const (
+	// HeaderReason says why the message was dead-lettered.
+	HeaderReason = "x-warren-reason"
+	// HeaderQueue names the Warren queue the message was taken from.
+	HeaderQueue = "x-warren-queue"
+)
+
+// maxReason bounds the reason header: it quotes error messages, which may
+// quote the message.
+const maxReason = 1024
+
+// DeadLetter sets a poison message aside for good: a copy with the same body
+// and properties, and the reason and original queue in the headers
+// HeaderReason and HeaderQueue, is published (and confirmed) to the dead
+// queue of its Warren queue, then the original is acked. Like Park, if
+// DeadLetter fails the original is not settled, and the caller may Nack it.
+func (d *Delivery) DeadLetter(ctx context.Context, reason string) error {
+	if d.settled.Load() {
+		return fmt.Errorf("broker: dead-letter message %s: already settled", d.MessageID)
+	}
+	if err := d.b.ensureDeclared(ctx, d.queue); err != nil {
+		return fmt.Errorf("broker: dead-letter message %s: %w", d.MessageID, err)
+	}
+	if len(reason) > maxReason {
+		reason = strings.ToValidUTF8(reason[:maxReason], "") + "…"
+	}
+	headers := amqp.Table{HeaderReason: reason, HeaderQueue: d.queue}
+	for k, v := range d.raw.Headers {
+		if !strings.HasPrefix(k, "x-") {
+			headers[k] = v
+		}
+	}
+	out := outgoing{
+		key: d.b.deadQueue(d.queue), // through the default exchange
+		msg: amqp.Publishing{
+			Headers:         headers,
+			ContentType:     d.raw.ContentType,
+			ContentEncoding: d.raw.ContentEncoding,
+			DeliveryMode:    amqp.Persistent,
+			MessageId:       d.raw.MessageId,
+			Timestamp:       d.raw.Timestamp,
+			Body:            d.raw.Body,
+		},
+	}
+	if err := d.b.publish(ctx, []outgoing{out}); err != nil {
+		return fmt.Errorf("broker: dead-letter message %s: %w", d.MessageID, err)
+	}
+	return d.Ack()
+}

@@ -15,11 +15,15 @@
 //   - a classic priority queue "P.q.Q" (x-max-priority = Config.MaxPriority),
 //     bound to P with routing key Q — the queue workers consume;
 //   - a park queue "P.park.Q" with x-message-ttl = Config.ParkDelay that
-//     dead-letters to exchange P with routing key Q.
+//     dead-letters to exchange P with routing key Q;
+//   - a dead queue "P.dead.Q" that nothing consumes.
 //
 // A worker that receives a job type it has no handler for calls
 // [Delivery.Park]: the message waits in the park queue for ParkDelay and then
-// returns to Q, so it is neither dropped nor redelivered in a hot loop.
+// returns to Q, so it is neither dropped nor redelivered in a hot loop. A
+// message that cannot be a job at all (a poison message) goes to the dead
+// queue with [Delivery.DeadLetter], with the reason in its headers, for a
+// person to look at.
 //
 // # Guarantees
 //

@@ -12,7 +12,7 @@ import (
 // stay far below AMQP's 255-byte limit.
 const maxQueueName = 100
 
-// DeclareQueue declares the exchange, job queue and park queue of the Warren
+// DeclareQueue declares the exchange, job queue, park queue and dead queue of the Warren
 // queue named queue (see the package documentation). It is idempotent, and
 // the broker remembers the queue and declares it again after a reconnect.
 // While disconnected it waits for the connection until ctx ends.
@@ -97,6 +97,12 @@ func (b *Broker) declareOn(ch *amqp.Channel, queue string) error {
 	if err != nil {
 		return fmt.Errorf("queue %s: %w", park, err)
 	}
+	// The dead queue keeps poison messages for a person to look at; nothing
+	// consumes it, and messages stay until someone does.
+	dead := b.deadQueue(queue)
+	if _, err := ch.QueueDeclare(dead, true, false, false, false, amqp.Table{"x-queue-type": "classic"}); err != nil {
+		return fmt.Errorf("queue %s: %w", dead, err)
+	}
 	b.mu.Lock()
 	b.queues[queue] = true
 	b.mu.Unlock()
@@ -130,6 +136,14 @@ func (b *Broker) jobQueue(q string) string { return b.cfg.Prefix + ".q." + q }
 
 // parkQueue is the RabbitMQ name of the park queue of Warren queue q.
 func (b *Broker) parkQueue(q string) string { return b.cfg.Prefix + ".park." + q }
+
+// deadQueue is the RabbitMQ name of the dead queue of Warren queue q, where
+// messages no worker can decode are set aside (see Delivery.DeadLetter).
+func (b *Broker) deadQueue(q string) string { return b.cfg.Prefix + ".dead." + q }
+
+// DeadQueue returns the RabbitMQ name of the dead queue of Warren queue q,
+// for operators and tests that read it.
+func (b *Broker) DeadQueue(q string) string { return b.deadQueue(q) }
 
 // checkQueue validates a Warren queue name.
 func checkQueue(q string) error {

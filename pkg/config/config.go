@@ -132,6 +132,15 @@ type API struct {
 	DefaultTimeout time.Duration
 	// ResultTTL: WARREN_RESULT_TTL, how long finished jobs stay in Redis; default 24h.
 	ResultTTL time.Duration
+	// RateLimit and RateWindow: WARREN_RATE_LIMIT, each tenant's submit
+	// limit in jobs per window, counted in Redis: "100/s", "6000/m",
+	// "50000/h" or "500/10s" (any Go duration from 1s to 24h). Empty or
+	// "off" (the default) turns it off: RateLimit is then 0.
+	RateLimit  int
+	RateWindow time.Duration
+	// MaxQueueDepth: WARREN_MAX_QUEUE_DEPTH, backpressure: above this many
+	// ready messages in a queue, submits to it answer 503. Default 0, off.
+	MaxQueueDepth int
 	// Failpoint: WARREN_FAILPOINT, a test hook for crash tests, never for
 	// production: "kill-after-commit" makes the process SIGKILL itself right
 	// after the first submit's INSERT commits, before its publish. Empty
@@ -156,11 +165,51 @@ func LoadAPI(get Getenv) (API, error) {
 	c.DefaultMaxAttempts = r.int("WARREN_DEFAULT_MAX_ATTEMPTS", 5, 1, 100)
 	c.DefaultTimeout = r.duration("WARREN_DEFAULT_TIMEOUT", 10*time.Minute, time.Second, 24*time.Hour)
 	c.ResultTTL = r.duration("WARREN_RESULT_TTL", 24*time.Hour, time.Minute, 90*24*time.Hour)
+	c.RateLimit, c.RateWindow = r.rate("WARREN_RATE_LIMIT")
+	c.MaxQueueDepth = r.int("WARREN_MAX_QUEUE_DEPTH", 0, 0, 1_000_000_000)
 	c.Failpoint = r.str("WARREN_FAILPOINT", "")
 	if c.Failpoint != "" && !slices.Contains(Failpoints, c.Failpoint) {
 		r.fail("WARREN_FAILPOINT", "%q is not one of %s (a test hook; leave it unset)", c.Failpoint, strings.Join(Failpoints, ", "))
 	}
 	return c, r.err()
+}
+
+// rate reads a limit per window, "<n>/<window>", where the window is s, m,
+// h or a Go duration; empty or "off" is no limit (0, 0).
+func (r *reader) rate(name string) (int, time.Duration) {
+	v, _ := r.first(name)
+	if v == "" || strings.EqualFold(v, "off") {
+		return 0, 0
+	}
+	num, unit, ok := strings.Cut(v, "/")
+	n, err := strconv.Atoi(strings.TrimSpace(num))
+	if !ok || err != nil {
+		r.fail(name, "%q is not a rate such as 100/s, 6000/m or 500/10s", v)
+		return 0, 0
+	}
+	if n < 1 || n > 1_000_000_000 {
+		r.fail(name, "%d jobs per window is out of range [1, 1000000000]", n)
+		return 0, 0
+	}
+	var d time.Duration
+	switch unit = strings.TrimSpace(unit); unit {
+	case "s":
+		d = time.Second
+	case "m":
+		d = time.Minute
+	case "h":
+		d = time.Hour
+	default:
+		if d, err = time.ParseDuration(unit); err != nil {
+			r.fail(name, "window %q is not s, m, h or a duration such as 10s", unit)
+			return 0, 0
+		}
+	}
+	if d < time.Second || d > 24*time.Hour {
+		r.fail(name, "window %v is out of range [1s, 24h]", d)
+		return 0, 0
+	}
+	return n, d
 }
 
 var tenantPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)

@@ -36,7 +36,9 @@ type BatchItem struct {
 // shards round robin, so when a shard fails, the items placed on it carry a
 // 503 problem ("not accepted, resubmit") and the others are accepted. An
 // item with an error was never stored: resubmitting exactly the failed
-// items creates no duplicates.
+// items creates no duplicates. Items for a queue over Config.MaxQueueDepth
+// carry a 503 problem; the valid items count against the tenant's rate
+// limit together, and a batch over it is refused whole with 429.
 func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request, tenant string) {
 	if len(r.Header.Values("Idempotency-Key")) > 0 {
 		writeProblem(w, http.StatusBadRequest, "Idempotency-Key is not supported on POST /v1/jobs/batch; submit jobs that need one with POST /v1/jobs")
@@ -84,8 +86,15 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request, tenant stri
 			items[i].Error = newProblem(http.StatusUnprocessableEntity, "the job request has invalid fields", errs...)
 			continue
 		}
+		if why := s.queueFull(j.Queue); why != "" {
+			items[i].Error = newProblem(http.StatusServiceUnavailable, why)
+			continue
+		}
 		valid = append(valid, j)
 		where = append(where, i)
+	}
+	if !s.admitRate(w, r, tenant, len(valid)) {
+		return
 	}
 
 	var runnable []*job.Job

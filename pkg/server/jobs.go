@@ -43,6 +43,13 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, tenant string) {
 		writeProblem(w, http.StatusUnprocessableEntity, "the job request has invalid fields", errs...)
 		return
 	}
+	if why := s.queueFull(j.Queue); why != "" {
+		unavailable(w, why)
+		return
+	}
+	if !s.admitRate(w, r, tenant, 1) {
+		return
+	}
 	if key != "" {
 		hash, err := requestHash(&req)
 		if err != nil {

@@ -20,6 +20,10 @@ type metrics struct {
 	confirms   *prometheus.CounterVec
 	cacheReads *prometheus.CounterVec
 	waiters    prometheus.Gauge
+	// limits: see limits.go.
+	rateLimited  *prometheus.CounterVec
+	rateErrors   prometheus.Counter
+	backpressure *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -51,6 +55,18 @@ func newMetrics() *metrics {
 			Help: "Requests holding a ?wait for a job to finish.",
 		}),
 	}
+	m.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "warren_api_rate_limited_total",
+		Help: "Submit requests refused with 429 by their tenant's rate limit (WARREN_RATE_LIMIT), by tenant.",
+	}, []string{"tenant"})
+	m.rateErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "warren_api_rate_limit_errors_total",
+		Help: "Rate limit checks that Redis did not answer; the submits were let through (fail open).",
+	})
+	m.backpressure = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "warren_api_backpressure_rejections_total",
+		Help: "Jobs refused with 503 because their queue was deeper than WARREN_MAX_QUEUE_DEPTH, by queue.",
+	}, []string{"queue"})
 	for _, r := range []string{"ok", "failed"} {
 		m.confirms.WithLabelValues(r)
 	}
@@ -58,6 +74,7 @@ func newMetrics() *metrics {
 		m.cacheReads.WithLabelValues(r)
 	}
 	m.reg.MustRegister(m.submits, m.requests, m.durations, m.confirms, m.cacheReads, m.waiters,
+		m.rateLimited, m.rateErrors, m.backpressure,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

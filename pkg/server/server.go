@@ -63,6 +63,18 @@ type Config struct {
 	// FallbackPoll is how often a ?wait request re-reads its job while Redis
 	// (and so the completion events) is unavailable; default 1s.
 	FallbackPoll time.Duration
+	// RateLimit limits each tenant's submits, one unit per job (a batch
+	// takes one per valid job), counted in Redis so that every api shares
+	// the count: over it, 429 with Retry-After. A zero Limit turns it off.
+	// It needs the cache; while Redis is down, submits are let through.
+	RateLimit cache.Rate
+	// MaxQueueDepth turns on backpressure: while a queue has more than this
+	// many messages ready in RabbitMQ, submits to it answer 503 with
+	// Retry-After. 0 turns it off.
+	MaxQueueDepth int
+	// DepthEvery is how often queue depths are sampled for MaxQueueDepth;
+	// default 1s.
+	DepthEvery time.Duration
 	// Failpoint is a test hook for crash tests, nil in production: it is
 	// called at named points of the request path, such as "after-commit"
 	// (a submit's INSERT committed, its publish not yet made), and may kill
@@ -90,6 +102,7 @@ type Server struct {
 	metrics *metrics
 	waits   *waitHub
 	marks   *publishMarks
+	depths  *depthGuard // nil when MaxQueueDepth is 0
 }
 
 // New returns a Server. The cache may be nil: reads then always use Postgres,
@@ -123,6 +136,18 @@ func New(cfg Config, st *store.Store, br Publisher, ca *cache.Cache, log *slog.L
 	if cfg.FallbackPoll <= 0 {
 		cfg.FallbackPoll = time.Second
 	}
+	if cfg.RateLimit.Limit < 0 || cfg.RateLimit.Limit > 0 && cfg.RateLimit.Window < time.Millisecond {
+		return nil, fmt.Errorf("server: rate limit %s is not a positive number per window of at least 1ms", cfg.RateLimit)
+	}
+	if cfg.RateLimit.Limit > 0 && ca == nil {
+		return nil, errors.New("server: a rate limit needs the cache (Redis)")
+	}
+	if cfg.MaxQueueDepth < 0 {
+		return nil, fmt.Errorf("server: MaxQueueDepth %d is negative", cfg.MaxQueueDepth)
+	}
+	if cfg.DepthEvery <= 0 {
+		cfg.DepthEvery = time.Second
+	}
 	s := &Server{
 		cfg: cfg, store: st, broker: br, cache: ca, log: log,
 		auth:    newAuth(cfg.Tenants, cfg.Insecure),
@@ -131,15 +156,19 @@ func New(cfg Config, st *store.Store, br Publisher, ca *cache.Cache, log *slog.L
 	}
 	s.waits = newWaitHub(ca, cfg.FallbackPoll, log)
 	s.marks = newPublishMarks(st, log)
+	if cfg.MaxQueueDepth > 0 {
+		s.depths = newDepthGuard(br, cfg.MaxQueueDepth, cfg.DepthEvery, log)
+	}
 	return s, nil
 }
 
 // Close stops the Redis subscription and the goroutine that serve ?wait
-// requests, if they were started; requests still waiting answer with the
+// requests, if they were started, and the queue depth sampler; requests still waiting answer with the
 // job's state at that moment. It writes the pending marks of published jobs
 // (later publishes are marked one by one). It is safe to call more than
 // once.
 func (s *Server) Close() error {
+	s.depths.close()
 	s.marks.close()
 	return s.waits.close()
 }

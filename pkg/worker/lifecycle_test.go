@@ -547,7 +547,7 @@ func TestWorkerHeartbeatInRedis(t *testing.T) {
 	}
 }
 
-func TestUndecodableMessageIsDropped(t *testing.T) {
+func TestUndecodableMessageDoesNotStopTheWorker(t *testing.T) {
 	t.Parallel()
 	s := stacktest.New(t, stacktest.Options{Shards: 1})
 	w := newWorker(t, s, func(c *worker.Config) { c.Concurrency = 1 })

@@ -148,8 +148,11 @@ func (r *runner) run(ctx context.Context) error {
 func (r *runner) receive(ctx context.Context, d *broker.Delivery) {
 	var m job.Message
 	if err := json.Unmarshal(d.Body, &m); err != nil || m.ID.IsZero() {
-		r.log.Error("undecodable message dropped to the dead letters", "message_id", d.MessageID, "error", err)
-		_ = d.Nack(false)
+		why := "the message has no job id"
+		if err != nil {
+			why = err.Error()
+		}
+		r.deadLetter(ctx, d, "undecodable: "+why)
 		return
 	}
 	reg, ok := r.regs[m.Type]
@@ -171,6 +174,19 @@ func (r *runner) park(ctx context.Context, d *broker.Delivery) {
 		r.log.Warn("park message", "message_id", d.MessageID, "error", err)
 		_ = d.Nack(true)
 	}
+}
+
+// deadLetter sets a poison message aside in its queue's dead queue, with
+// the reason, so that it is neither lost silently nor redelivered forever.
+// Should that fail (RabbitMQ trouble), the message goes back to its queue
+// and is dead-lettered on a later delivery.
+func (r *runner) deadLetter(ctx context.Context, d *broker.Delivery, reason string) {
+	if err := d.DeadLetter(ctx, reason); err != nil {
+		r.log.Warn("dead-letter poison message (it goes back to its queue)", "message_id", d.MessageID, "reason", reason, "error", err)
+		_ = d.Nack(true)
+		return
+	}
+	r.log.Error("poison message moved to the dead queue", "message_id", d.MessageID, "reason", reason)
 }
 
 // sweep returns messages that waited too long for a slot to their queues,
