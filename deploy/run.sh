@@ -12,11 +12,12 @@
 # Settings (environment), besides the service ports deploy/services.sh reads:
 #   WARREN_DATA_DIR     .data                          services' data, logs, lock
 #   WARREN_ENV_FILE     .env                           generated secrets and service URLs
-#   WARREN_FORMATION    web=2,worker=2,scheduler=1     foreman's -m
+#   WARREN_FORMATION    web=2,scheduler=1              foreman's -m
+#   WARREN_AUTOSCALE    local                          the scheduler runs the workers; off: the formation does
 #   WARREN_WEB_PORT     5000                           port of web.1; web.N gets 5000+N-1
 #   WARREN_HTTP_PORT    8080                           HAProxy, the stack's front door
 #   WARREN_SHARDS       2                              Postgres shard databases
-#   WARREN_STOP_TIMEOUT 30                             seconds processes get to stop (foreman -t)
+#   WARREN_STOP_TIMEOUT 40                             seconds processes get to stop (foreman -t)
 # With DATABASE_URLS, RABBITMQ_URL and REDIS_URL all set, those services are used
 # and none are started.
 set -euo pipefail
@@ -41,10 +42,14 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 DATA=${WARREN_DATA_DIR:-.data}
 ENV_FILE=${WARREN_ENV_FILE:-.env}
-FORMATION=${WARREN_FORMATION:-web=2,worker=2,scheduler=1}
+FORMATION=${WARREN_FORMATION:-web=2,scheduler=1}
+# The scheduler runs and sizes the worker fleet itself (its local autoscaler);
+# WARREN_AUTOSCALE=off runs the formation's fixed workers instead.
+AUTOSCALE=${WARREN_AUTOSCALE:-local}
 WEB_PORT=${WARREN_WEB_PORT:-5000}
 HTTP_PORT=${WARREN_HTTP_PORT:-8080}
-STOP_TIMEOUT=${WARREN_STOP_TIMEOUT:-30}
+# The scheduler needs up to the workers' grace (25 s) and a margin to stop its fleet.
+STOP_TIMEOUT=${WARREN_STOP_TIMEOUT:-40}
 export WARREN_SHARDS=${WARREN_SHARDS:-2}
 
 for v in WARREN_WEB_PORT:$WEB_PORT WARREN_HTTP_PORT:$HTTP_PORT; do
@@ -102,6 +107,16 @@ for e in "${entries[@]}"; do
   done
   [ "$name" != web ] || WEB_COUNT=$count
 done
+worker_index=-1
+for i in "${!TYPES[@]}"; do [ "${TYPES[$i]}" != worker ] || worker_index=$i; done
+if [ "$AUTOSCALE" = local ]; then
+  [[ ",${FORMATION// /}," != *,worker=[1-9]* ]] ||
+    die "WARREN_FORMATION=$FORMATION runs workers while WARREN_AUTOSCALE=local has the scheduler run them; use worker=0, or WARREN_AUTOSCALE=off"
+  [ "$worker_index" -ge 0 ] || die "WARREN_AUTOSCALE=local needs a worker line in the Procfile"
+  # The scheduler gives its workers the ports foreman would have: worker.1 first.
+  AUTOSCALE_PORT=$((BASE_PORT + 100 * worker_index))
+  for ((n = 0; n < ${WARREN_AUTOSCALE_MAX:-20}; n++)); do PROC_PORTS+=($((AUTOSCALE_PORT + n))); done
+fi
 
 # --- stopping -----------------------------------------------------------------
 
@@ -305,6 +320,11 @@ RUN_ENV=$DATA/run.env
 (umask 077 && : >"$RUN_ENV")
 if $EXTERNAL; then
   for v in "${SERVICE_VARS[@]}"; do env_line "$v" "${SVC[$v]}" >>"$RUN_ENV"; done
+fi
+if [ "$AUTOSCALE" = local ]; then
+  env_line WARREN_AUTOSCALE local >>"$RUN_ENV"
+  env_line WARREN_AUTOSCALE_PORT "$AUTOSCALE_PORT" >>"$RUN_ENV"
+  say "the scheduler runs the worker fleet and sizes it to the load (WARREN_AUTOSCALE=local)"
 fi
 FOREMAN_ENV=$ENV_FILE,$RUN_ENV
 

@@ -126,6 +126,9 @@ func newStack(t *testing.T) *stack {
 		"WARREN_DATA_DIR="+s.dataDir,
 		"WARREN_ENV_FILE="+s.envFile,
 		"WARREN_SHARDS=2",
+		// The scheduler runs the workers (make run's default); at most two, on
+		// the ports freePorts checked for worker.1 and worker.2.
+		"WARREN_AUTOSCALE_MAX=2",
 	)
 	for name, p := range s.ports {
 		s.env = append(s.env, name+"="+strconv.Itoa(p))
@@ -149,8 +152,8 @@ func inherited(name string) bool {
 }
 
 // freePorts picks a free port for each service and a web base port with room for
-// the default formation: web.1, web.2 (base, base+1), worker.1, worker.2
-// (base+100, +101) and scheduler.1 (base+200). The ports lie below the kernel's
+// the default formation: web.1, web.2 (base, base+1), the scheduler's two
+// workers at most (base+100, +101) and scheduler.1 (base+200). The ports lie below the kernel's
 // ephemeral range, so that no outgoing connection takes one of them as its local
 // port between this check and the moment a service binds it.
 func freePorts(t *testing.T) map[string]int {
