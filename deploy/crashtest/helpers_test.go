@@ -7,21 +7,16 @@ package crashtest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,35 +25,12 @@ import (
 
 	"github.com/warrenhq/warren/pkg/client"
 	"github.com/warrenhq/warren/pkg/job"
+	"github.com/warrenhq/warren/pkg/proctest"
 	"github.com/warrenhq/warren/pkg/servicetest"
 	"github.com/warrenhq/warren/pkg/store/storetest"
 )
 
 const token = "crash-token-0123456789abcdef"
-
-// build compiles the three commands once per test binary.
-var build = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "warren-crash-bin-")
-	if err != nil {
-		return "", err
-	}
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./api", "./workers", "./scheduler")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return dir, nil
-})
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if dir, err := build(); err == nil {
-		os.RemoveAll(dir)
-	}
-	os.Exit(code)
-}
 
 // cluster is one test's Warren: its own shards and namespace, and the
 // processes it started.
@@ -87,7 +59,7 @@ type proc struct {
 	name string
 	port int
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *proctest.Buffer
 	done chan struct{}
 	err  error // set when done is closed
 }
@@ -96,11 +68,8 @@ type proc struct {
 // settings.
 func (c *cluster) start(name string, extra ...string) *proc {
 	c.t.Helper()
-	dir, err := build()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	p := &proc{name: name, port: freePort(c.t), out: &syncBuffer{}, done: make(chan struct{})}
+	dir := proctest.Dir(c.t)
+	p := &proc{name: name, port: proctest.FreePort(c.t), out: &proctest.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(filepath.Join(dir, name))
 	p.cmd.Env = append(append(slices.Clone(c.env), "PORT="+strconv.Itoa(p.port)), extra...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -242,16 +211,6 @@ func (c *cluster) row(id job.ID) row {
 	return row{}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // eventually polls cond until it holds, failing the test after timeout.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -279,21 +238,4 @@ func count(out string, parts ...string) int {
 	return n
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-var _ io.Writer = (*syncBuffer)(nil)
+func TestMain(m *testing.M) { proctest.Main(m) }

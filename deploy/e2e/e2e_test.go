@@ -3,28 +3,24 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/warrenhq/warren/pkg/client"
 	"github.com/warrenhq/warren/pkg/job"
+	"github.com/warrenhq/warren/pkg/proctest"
 	"github.com/warrenhq/warren/pkg/servicetest"
 	"github.com/warrenhq/warren/pkg/stacktest"
 	"github.com/warrenhq/warren/pkg/store/storetest"
@@ -32,51 +28,18 @@ import (
 
 const token = "e2e-token-0123456789abcdef"
 
-// build compiles the three commands once per test binary.
-var build = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "warren-e2e-bin-")
-	if err != nil {
-		return "", err
-	}
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./api", "./workers", "./scheduler")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return dir, nil
-})
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if dir, err := build(); err == nil {
-		os.RemoveAll(dir)
-	}
-	os.Exit(code)
-}
-
-func binary(t *testing.T, name string) string {
-	t.Helper()
-	dir, err := build()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Join(dir, name)
-}
-
 // proc is a running Warren process with its output.
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *proctest.Buffer
 	done chan error
 }
 
 func start(t *testing.T, name string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, out: &syncBuffer{}, done: make(chan error, 1)}
-	p.cmd = exec.Command(binary(t, name), args...)
+	p := &proc{name: name, out: &proctest.Buffer{}, done: make(chan error, 1)}
+	p.cmd = exec.Command(proctest.Bin(t, name), args...)
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -112,25 +75,15 @@ func runOnce(t *testing.T, name string, env []string, args ...string) (string, e
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary(t, name), args...)
+	cmd := exec.CommandContext(ctx, proctest.Bin(t, name), args...)
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func TestThreeProcessesRunAJob(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := proctest.FreePort(t)
 	env := []string{
 		"PATH=" + os.Getenv("PATH"),
 		"DATABASE_URLS=" + strings.Join(storetest.Blank(t, 2), ","),
@@ -149,8 +102,8 @@ func TestThreeProcessesRunAJob(t *testing.T) {
 		}
 	}
 	api := start(t, "api", withPort(port))
-	workers := start(t, "workers", withPort(freePort(t)))
-	sched := start(t, "scheduler", withPort(freePort(t)))
+	workers := start(t, "workers", withPort(proctest.FreePort(t)))
+	sched := start(t, "scheduler", withPort(proctest.FreePort(t)))
 
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	stacktest.Eventually(t, 30*time.Second, "api ready", func() bool {
@@ -310,19 +263,4 @@ func mustClient(t *testing.T, base, tok string) *client.Client {
 	return c
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+func TestMain(m *testing.M) { proctest.Main(m) }

@@ -2,21 +2,17 @@ package scaletest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +22,7 @@ import (
 
 	"github.com/warrenhq/warren/pkg/client"
 	"github.com/warrenhq/warren/pkg/job"
+	"github.com/warrenhq/warren/pkg/proctest"
 	"github.com/warrenhq/warren/pkg/servicetest"
 	"github.com/warrenhq/warren/pkg/store/storetest"
 )
@@ -35,29 +32,6 @@ const (
 	jobs  = 2000
 )
 
-// build compiles the commands once per test binary.
-var build = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "warren-scale-bin-")
-	if err != nil {
-		return "", err
-	}
-	_, file, _, _ := runtime.Caller(0)
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./api", "./workers", "./scheduler")
-	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return dir, nil
-})
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if dir, err := build(); err == nil {
-		os.RemoveAll(dir)
-	}
-	os.Exit(code)
-}
-
 // A burst of 2,000 sleep jobs of 50 ms takes the local fleet from its
 // minimum (1) to several workers and back to 1 after the drain. Every job
 // succeeds on its first attempt: none is lost, none is cut short by a
@@ -65,10 +39,7 @@ func TestMain(m *testing.M) {
 func TestBurstScalesTheLocalFleetUpAndBack(t *testing.T) {
 	t.Parallel()
 	began := time.Now()
-	bin, err := build()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := proctest.Dir(t)
 	urls := storetest.Blank(t, 2)
 	env := []string{
 		"PATH=" + os.Getenv("PATH"),
@@ -87,7 +58,7 @@ func TestBurstScalesTheLocalFleetUpAndBack(t *testing.T) {
 	if out, err := release.CombinedOutput(); err != nil {
 		t.Fatalf("release: %v\n%s", err, out)
 	}
-	apiPort, schedPort, workerPort := freePort(t), freePort(t), freePort(t)
+	apiPort, schedPort, workerPort := proctest.FreePort(t), proctest.FreePort(t), proctest.FreePort(t)
 	api := start(t, filepath.Join(bin, "api"), append(env, fmt.Sprintf("PORT=%d", apiPort)))
 	sched := start(t, filepath.Join(bin, "scheduler"), append(env,
 		fmt.Sprintf("PORT=%d", schedPort),
@@ -287,13 +258,13 @@ func count(t *testing.T, dbs []*sqlx.DB, cond string) int {
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *proctest.Buffer
 	done chan error
 }
 
 func start(t *testing.T, path string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: filepath.Base(path), out: &syncBuffer{}, done: make(chan error, 1)}
+	p := &proc{name: filepath.Base(path), out: &proctest.Buffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(path, args...)
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -361,16 +332,6 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool, pr
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func ready(port int) bool {
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port))
 	if err != nil {
@@ -410,20 +371,4 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+func TestMain(m *testing.M) { proctest.Main(m) }
