@@ -72,7 +72,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, tenant string) {
 			s.answerJob(w, r, tenant, stored, wait, http.StatusOK)
 			return
 		}
-	} else if err := s.store.Insert(r.Context(), j); err != nil {
+	} else if err := s.store.InsertRouted(r.Context(), j); err != nil {
 		s.log.Error("store job", "job_id", j.ID.String(), "shard", j.ID.Shard(), "error", err)
 		unavailable(w, "the job could not be stored; it was not accepted, retry later")
 		return
