@@ -3,7 +3,7 @@
 BIN := bin
 GO ?= go
 
-.PHONY: help run test build lint clean autoscale-table
+.PHONY: help run test build lint clean autoscale-table bench
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -21,6 +21,9 @@ lint: ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: the files above need formatting"; exit 1; }
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+bench: ## load-test the running stack (make run): ceiling, batch, single, latency, memory; ARGS="-rate 500 -duration 30s" (docs/BENCHMARKS.md)
+	$(GO) run ./bench/cmd/warren-bench $(ARGS)
 
 clean: ## remove build output (keeps .data/ and .env)
 	rm -rf $(BIN)

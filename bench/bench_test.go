@@ -1,0 +1,113 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warrenhq/warren/bench"
+	"github.com/warrenhq/warren/pkg/proctest"
+	"github.com/warrenhq/warren/pkg/servicetest"
+	"github.com/warrenhq/warren/pkg/stacktest"
+	"github.com/warrenhq/warren/pkg/store/storetest"
+)
+
+func TestMain(m *testing.M) { proctest.Main(m) }
+
+const token = "bench-token-0123456789abcdef"
+
+// TestSmoke runs every phase with a tiny load against an api and a workers
+// process it starts, and checks only that a table and JSON come out: speed
+// is never asserted.
+func TestSmoke(t *testing.T) {
+	t.Parallel()
+	dbs := storetest.Blank(t, 1)
+	rmq := servicetest.URL(t, servicetest.RabbitMQVar)
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"DATABASE_URLS=" + strings.Join(dbs, ","),
+		"RABBITMQ_URL=" + rmq,
+		"REDIS_URL=" + servicetest.URL(t, servicetest.RedisVar),
+		"WARREN_NAMESPACE=" + servicetest.Name("bench"),
+		"WARREN_API_TOKENS=default:" + token,
+	}
+	migrate := exec.Command(proctest.Bin(t, "scheduler"), "migrate")
+	migrate.Env = env
+	if out, err := migrate.CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out)
+	}
+	port := proctest.FreePort(t)
+	start(t, "api", append(slices.Clone(env), fmt.Sprintf("PORT=%d", port)))
+	start(t, "workers", append(slices.Clone(env), fmt.Sprintf("PORT=%d", proctest.FreePort(t))))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	stacktest.Eventually(t, 30*time.Second, "api ready", func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	res, err := bench.Run(ctx, bench.Config{
+		URL: base, Token: token, RabbitMQURL: rmq, DatabaseURLs: dbs,
+		N: 50, Clients: 4, BatchSize: 20, Rate: 20, Duration: 2 * time.Second, Timeout: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	if err := bench.WriteTable(&table, res); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", table.String())
+	for _, want := range []string{"ceiling", "batch path", "single path", "submit→succeeded", "peak RSS api", "peak RSS workers", "fsync="} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q", want)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "results.json")
+	if err := bench.WriteJSON(path, res); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back bench.Result
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Ceiling == nil || back.Batch == nil || back.Single == nil || back.Latency == nil || back.Latency.Jobs != 40 {
+		t.Fatalf("JSON lacks phases: %s", b)
+	}
+}
+
+func start(t *testing.T, name string, env []string) {
+	t.Helper()
+	out := &proctest.Buffer{}
+	cmd := exec.Command(proctest.Bin(t, name))
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", name, out.String())
+		}
+	})
+}
