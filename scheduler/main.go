@@ -14,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"sync"
@@ -25,6 +24,7 @@ import (
 	"github.com/warrenhq/warren/pkg/config"
 	"github.com/warrenhq/warren/pkg/netguard"
 	"github.com/warrenhq/warren/pkg/scheduler"
+	"github.com/warrenhq/warren/pkg/serve"
 	"github.com/warrenhq/warren/pkg/store"
 )
 
@@ -111,7 +111,7 @@ func run(ctx context.Context, args []string, getenv config.Getenv, out io.Writer
 	}
 	if cfg.MetricsAddr != "" {
 		// A taken port costs the metrics, not the scheduling.
-		if stopServing, err := serve(cfg.MetricsAddr, s.Handler(), log); err != nil {
+		if stopServing, err := serve.Background(cfg.MetricsAddr, s.Handler(), log); err != nil {
 			log.Error("no /metrics and /healthz", "error", err)
 		} else {
 			defer stopServing()
@@ -152,28 +152,4 @@ func retryable(err error) bool {
 	var nerr net.Error
 	var operr *net.OpError
 	return errors.As(err, &nerr) || errors.As(err, &operr) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNREFUSED)
-}
-
-// serve serves h on addr in the background; the returned function shuts the
-// server down.
-func serve(addr string, h http.Handler, log *slog.Logger) (func(), error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listener (WARREN_BIND, PORT): %w", err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server stopped", "error", err)
-		}
-	}()
-	log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	}, nil
 }

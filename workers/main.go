@@ -5,19 +5,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/warrenhq/warren/pkg/builtin"
 	"github.com/warrenhq/warren/pkg/config"
+	"github.com/warrenhq/warren/pkg/serve"
 	"github.com/warrenhq/warren/pkg/worker"
 )
 
@@ -50,40 +47,23 @@ func run(ctx context.Context, getenv config.Getenv, out io.Writer) error {
 		return err
 	}
 	if cfg.MetricsAddr != "" {
-		stopServing := serve(cfg.MetricsAddr, w, log)
-		defer stopServing()
+		// A port that cannot be bound costs the metrics, not the jobs.
+		if stopServing, err := serve.Background(cfg.MetricsAddr, metrics(w), log); err != nil {
+			log.Warn("metrics endpoint not served: the worker runs on without it", "error", err)
+		} else {
+			defer stopServing()
+		}
 	}
 	return w.Run(ctx)
 }
 
-// serve answers /metrics and /healthz on addr until the returned function is
-// called. A port that cannot be bound costs the metrics, not the jobs: the
-// worker runs on without them.
-func serve(addr string, w *worker.Worker, log *slog.Logger) (stop func()) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		log.Warn("metrics endpoint not served: the worker runs on without it", "addr", addr, "error", err)
-		return func() {}
-	}
+// metrics answers /metrics and /healthz for the worker.
+func metrics(w *worker.Worker) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", w.Metrics())
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
 		rw.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(rw, "ok\n")
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics endpoint", "error", err)
-		}
-	}()
-	log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	}
+	return mux
 }
