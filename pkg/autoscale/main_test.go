@@ -24,6 +24,10 @@ func TestMain(m *testing.M) {
 // (the test binary runs itself): it says where it runs, then behaves as
 // FAKE_MODE says.
 func fakeWorker() int {
+	// The handler is in place before the "up" line, which the tests take
+	// as leave to send SIGTERM.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
 	fmt.Printf("up port=%s ps=%s pid=%d\n", os.Getenv("PORT"), os.Getenv("PS"), os.Getpid())
 	fmt.Fprintln(os.Stderr, "a line on stderr")
 	switch os.Getenv("FAKE_MODE") {
@@ -35,8 +39,6 @@ func fakeWorker() int {
 		time.Sleep(time.Hour)
 		return 0
 	default: // graceful: on SIGTERM, finish the "running jobs", then exit
-		term := make(chan os.Signal, 1)
-		signal.Notify(term, syscall.SIGTERM)
 		<-term
 		fmt.Println("draining")
 		drain, _ := strconv.Atoi(os.Getenv("FAKE_DRAIN_MS"))
