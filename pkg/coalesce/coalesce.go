@@ -1,0 +1,116 @@
+// Package coalesce groups concurrent calls into batches, so that many
+// callers share one database statement or one network round trip.
+//
+// There is no timer and no background goroutine. A call that finds the
+// group idle runs at once, alone; calls that arrive while a batch is running
+// queue up and go together in the next one. Under light load every call is
+// its own batch and waits for nothing; under heavy load batches grow by
+// themselves to match the rate, up to a bound. Each caller is answered only
+// when the batch that carried its item has run.
+package coalesce
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// RunFunc runs one batch. It returns one result per item, in order, or an
+// error that applies to every item of the batch.
+type RunFunc[In, Out any] func(ctx context.Context, items []In) ([]Out, error)
+
+// Group coalesces calls of one kind (for example, claims on one shard).
+// A Group is safe for concurrent use; its zero value is not usable.
+type Group[In, Out any] struct {
+	run     RunFunc[In, Out]
+	max     int
+	timeout time.Duration
+
+	mu    sync.Mutex
+	queue []*call[In, Out]
+	busy  bool // a caller is running batches
+}
+
+type call[In, Out any] struct {
+	in   In
+	out  Out
+	err  error
+	done bool
+	wake chan struct{} // closed-over signal: done, or lead the group
+}
+
+// New returns a Group that runs at most max items per batch, each batch
+// with the given timeout (its context is detached from any one caller's,
+// since the batch serves them all).
+func New[In, Out any](max int, timeout time.Duration, run RunFunc[In, Out]) *Group[In, Out] {
+	if max < 1 {
+		max = 1
+	}
+	return &Group[In, Out]{run: run, max: max, timeout: timeout}
+}
+
+// Do adds in to the next batch and returns its result once that batch has
+// run. ctx supplies the batch's values (not its cancellation) when this call
+// leads; a caller whose item is queued waits for its batch, which is bounded
+// by the Group's timeout.
+func (g *Group[In, Out]) Do(ctx context.Context, in In) (Out, error) {
+	c := &call[In, Out]{in: in, wake: make(chan struct{}, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, c)
+	lead := !g.busy
+	g.busy = true
+	g.mu.Unlock()
+	if !lead {
+		<-c.wake
+		if c.done {
+			return c.out, c.err
+		}
+		// Woken to lead: the previous leader's item is done and ours is next.
+	}
+	for !c.done {
+		g.mu.Lock()
+		n := min(len(g.queue), g.max)
+		batch := make([]*call[In, Out], n)
+		copy(batch, g.queue)
+		g.queue = g.queue[n:]
+		g.mu.Unlock()
+		g.flush(ctx, batch, c)
+	}
+	// Ours is answered: hand the lead to the oldest waiting call, or go idle.
+	g.mu.Lock()
+	if len(g.queue) > 0 {
+		next := g.queue[0]
+		g.mu.Unlock()
+		next.wake <- struct{}{}
+	} else {
+		g.busy = false
+		g.mu.Unlock()
+	}
+	return c.out, c.err
+}
+
+// flush runs one batch and answers its calls, waking all but self.
+func (g *Group[In, Out]) flush(ctx context.Context, batch []*call[In, Out], self *call[In, Out]) {
+	items := make([]In, len(batch))
+	for i, c := range batch {
+		items[i] = c.in
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.timeout)
+	outs, err := g.run(bctx, items)
+	cancel()
+	if err == nil && len(outs) != len(batch) {
+		err = fmt.Errorf("coalesce: a batch of %d items returned %d results", len(batch), len(outs))
+	}
+	for i, c := range batch {
+		if err != nil {
+			c.err = err
+		} else {
+			c.out = outs[i]
+		}
+		c.done = true
+		if c != self {
+			c.wake <- struct{}{}
+		}
+	}
+}

@@ -1,0 +1,143 @@
+package coalesce
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// A lone call is its own batch and runs at once.
+func TestLoneCallRunsAlone(t *testing.T) {
+	t.Parallel()
+	var sizes []int
+	g := New(10, time.Second, func(_ context.Context, in []int) ([]int, error) {
+		sizes = append(sizes, len(in))
+		out := make([]int, len(in))
+		for i, v := range in {
+			out[i] = v * 2
+		}
+		return out, nil
+	})
+	for i := range 3 {
+		if got, err := g.Do(context.Background(), i); err != nil || got != i*2 {
+			t.Fatalf("Do(%d) = %d, %v", i, got, err)
+		}
+	}
+	if len(sizes) != 3 || sizes[0] != 1 || sizes[1] != 1 || sizes[2] != 1 {
+		t.Fatalf("batch sizes %v, want three batches of one", sizes)
+	}
+}
+
+// Calls that arrive while a batch runs go together in the next one, each
+// answered with its own result, no batch larger than the bound.
+func TestConcurrentCallsShareBatches(t *testing.T) {
+	t.Parallel()
+	const callers, bound = 200, 16
+	release := make(chan struct{})
+	var running, batches, largest atomic.Int32
+	g := New(bound, 5*time.Second, func(_ context.Context, in []int) ([]int, error) {
+		if running.Add(1) != 1 {
+			t.Error("two batches ran at once")
+		}
+		defer running.Add(-1)
+		if batches.Add(1) == 1 {
+			<-release // hold the first batch until every caller has queued
+		}
+		if n := int32(len(in)); n > largest.Load() {
+			largest.Store(n)
+		}
+		out := make([]int, len(in))
+		for i, v := range in {
+			out[i] = v + 1000
+		}
+		return out, nil
+	})
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for i := range callers {
+		wg.Go(func() {
+			got, err := g.Do(context.Background(), i)
+			if err == nil && got != i+1000 {
+				err = errors.New("wrong result")
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	// Every caller but the leader is queued once the queue holds callers-1.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g.mu.Lock()
+		n := len(g.queue)
+		g.mu.Unlock()
+		if n == callers-1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d callers queued", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if b := batches.Load(); b > 1+(callers-1+bound-1)/bound {
+		t.Errorf("%d batches for %d calls with bound %d", b, callers, bound)
+	}
+	if largest.Load() != bound {
+		t.Errorf("largest batch %d, want the bound %d", largest.Load(), bound)
+	}
+	if g.busy || len(g.queue) != 0 {
+		t.Error("group not idle after the last call")
+	}
+}
+
+// A batch error reaches every caller of that batch; the next batch is
+// unaffected; a wrong result count is an error, not a panic.
+func TestErrorsReachTheirBatch(t *testing.T) {
+	t.Parallel()
+	boom := errors.New("boom")
+	g := New(4, time.Second, func(_ context.Context, in []string) ([]string, error) {
+		switch in[0] {
+		case "fail":
+			return nil, boom
+		case "short":
+			return nil, nil
+		}
+		return in, nil
+	})
+	if _, err := g.Do(context.Background(), "fail"); !errors.Is(err, boom) {
+		t.Errorf("fail: %v", err)
+	}
+	if _, err := g.Do(context.Background(), "short"); err == nil {
+		t.Error("short: no error")
+	}
+	if got, err := g.Do(context.Background(), "ok"); err != nil || got != "ok" {
+		t.Errorf("ok: %q %v", got, err)
+	}
+}
+
+// A batch runs under the group's timeout even when the leading caller's
+// context is already cancelled: the batch serves other callers too.
+func TestBatchContextIsDetached(t *testing.T) {
+	t.Parallel()
+	g := New(4, 50*time.Millisecond, func(ctx context.Context, in []int) ([]int, error) {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		<-ctx.Done() // the timeout ends it
+		return nil, ctx.Err()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := g.Do(ctx, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("got %v, want the group's deadline", err)
+	}
+}
