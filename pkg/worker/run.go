@@ -278,6 +278,7 @@ func (r *runner) runClaimed(workCtx context.Context, reg *registration, j *job.J
 		CreatedAt: j.CreatedAt, run: a,
 	}
 
+	log.Debug("job started")
 	r.metrics.started.WithLabelValues(j.Queue, j.Type).Inc()
 	running := r.metrics.running.WithLabelValues(j.Type)
 	running.Inc()
