@@ -49,8 +49,8 @@ const unpublished = `state = 'queued' AND (published_at IS NULL OR published_at 
 // it returns nil. It returns how many jobs it moved. When publish fails
 // (RabbitMQ went away), the jobs stay queued without a mark and the relay
 // publishes them once RabbitMQ is back: late, never lost, and never a
-// message that a worker could receive before its job is queued (see above:
-// DispatchDue's publish inside the transaction has that race).
+// message that a worker could receive before its job is queued (which a
+// publish inside the transaction would allow).
 func (s *Store) PublishDue(ctx context.Context, shard, limit int, publish func(context.Context, []DueJob) error) (int, error) {
 	if shard < 0 || shard >= len(s.shards) {
 		return 0, fmt.Errorf("publish due jobs: %w %d", ErrBadShard, shard)

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/lib/pq"
-
 	"github.com/warrenhq/warren/pkg/job"
 )
 
@@ -29,55 +27,6 @@ const dueQuery = `SELECT id, type, queue, priority FROM jobs
 	ORDER BY scheduled_at
 	LIMIT $1
 	FOR UPDATE SKIP LOCKED`
-
-// DispatchDue moves up to limit due jobs of shard to queued, provided that
-// publish succeeds for them. In one transaction it locks the due jobs
-// (skipping those locked by a concurrent call, so any number of schedulers
-// can run), calls publish with them, and marks them queued only if publish
-// returns nil; otherwise it rolls back and the jobs stay due for the next
-// call. It returns how many jobs it moved.
-//
-// Deprecated: it publishes inside the transaction, and a worker that gets a
-// message before the commit sees the job still due (its claim's UPDATE does
-// not wait for a row that does not match yet) and drops the message, leaving
-// the job queued with no message. The scheduler uses PublishDue, which
-// commits first and publishes after; this remains only for its tests.
-func (s *Store) DispatchDue(ctx context.Context, shard, limit int, publish func(context.Context, []DueJob) error) (int, error) {
-	if shard < 0 || shard >= len(s.shards) {
-		return 0, fmt.Errorf("dispatch due jobs: %w %d", ErrBadShard, shard)
-	}
-	tx, err := s.shards[shard].BeginTxx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("dispatch due jobs on shard %d: %w", shard, err)
-	}
-	defer func() { _ = tx.Rollback() }() // a no-op after Commit
-
-	var due []DueJob
-	if err := tx.SelectContext(ctx, &due, dueQuery, limit); err != nil {
-		return 0, fmt.Errorf("select due jobs on shard %d: %w", shard, err)
-	}
-	if len(due) == 0 {
-		return 0, nil
-	}
-	if err := publish(ctx, due); err != nil {
-		return 0, err
-	}
-	ids := make([]string, len(due))
-	for i, d := range due {
-		ids[i] = uuidText(d.ID)
-	}
-	// The rows are locked, so the state test only documents the transition.
-	res, err := tx.ExecContext(ctx, `UPDATE jobs SET state = 'queued'
-		WHERE id = ANY($1::uuid[]) AND state IN ('scheduled', 'retrying')`, pq.Array(ids))
-	if err != nil {
-		return 0, fmt.Errorf("mark %d due jobs queued on shard %d: %w", len(due), shard, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("commit %d due jobs on shard %d: %w", len(due), shard, err)
-	}
-	n, _ := res.RowsAffected()
-	return int(n), nil
-}
 
 // QueueNames returns the names of the queues that have jobs on any shard, sorted
 // and without duplicates. A shard that cannot answer is reported in the error

@@ -60,7 +60,7 @@ func states(t *testing.T, s *store.Store, jobs ...*job.Job) []job.State {
 	return out
 }
 
-func TestDispatchDueTakesOnlyDueJobsOldestFirst(t *testing.T) {
+func TestPublishDueTakesOnlyDueJobsOldestFirst(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := schedSetup(t, 1)
@@ -74,13 +74,21 @@ func TestDispatchDueTakesOnlyDueJobsOldestFirst(t *testing.T) {
 	if err := s.Insert(ctx, late, retry, early, queued, done); err != nil {
 		t.Fatal(err)
 	}
+	// A limit of one takes the job due first.
 	var got []store.DueJob
-	n, err := s.DispatchDue(ctx, 0, 10, func(_ context.Context, due []store.DueJob) error {
-		got = due
+	n, err := s.PublishDue(ctx, 0, 1, func(_ context.Context, due []store.DueJob) error {
+		got = append(got, due...)
 		return nil
 	})
-	if err != nil || n != 2 {
-		t.Fatalf("DispatchDue = %d, %v; want 2", n, err)
+	if err != nil || n != 1 {
+		t.Fatalf("PublishDue = %d, %v; want 1", n, err)
+	}
+	n, err = s.PublishDue(ctx, 0, 10, func(_ context.Context, due []store.DueJob) error {
+		got = append(got, due...)
+		return nil
+	})
+	if err != nil || n != 1 {
+		t.Fatalf("second PublishDue = %d, %v; want 1", n, err)
 	}
 	want := []store.DueJob{
 		{ID: retry.ID, Type: "send", Queue: "mail", Priority: 7},
@@ -93,85 +101,64 @@ func TestDispatchDueTakesOnlyDueJobsOldestFirst(t *testing.T) {
 		t.Fatalf("states after dispatch: %v", st)
 	}
 	// Nothing is due any more.
-	n, err = s.DispatchDue(ctx, 0, 10, func(context.Context, []store.DueJob) error {
+	n, err = s.PublishDue(ctx, 0, 10, func(context.Context, []store.DueJob) error {
 		t.Error("publish called with nothing due")
 		return nil
 	})
 	if n != 0 || err != nil {
-		t.Fatalf("second DispatchDue = %d, %v", n, err)
+		t.Fatalf("third PublishDue = %d, %v", n, err)
 	}
-	if _, err := s.DispatchDue(ctx, 1, 10, nil); !errors.Is(err, store.ErrBadShard) {
+	if _, err := s.PublishDue(ctx, 1, 10, nil); !errors.Is(err, store.ErrBadShard) {
 		t.Fatalf("shard 1 of 1: %v, want ErrBadShard", err)
 	}
 }
 
-func TestDispatchDueRollsBackWhenPublishFails(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, _ := schedSetup(t, 1)
-	j := waiting(0, job.Scheduled, time.Now().Add(-time.Second))
-	if err := s.Insert(ctx, j); err != nil {
-		t.Fatal(err)
-	}
-	boom := errors.New("rabbitmq down")
-	if _, err := s.DispatchDue(ctx, 0, 10, func(context.Context, []store.DueJob) error { return boom }); !errors.Is(err, boom) {
-		t.Fatalf("DispatchDue = %v, want the publish error", err)
-	}
-	if st := states(t, s, j); st[0] != job.Scheduled {
-		t.Fatalf("after a failed publish the job is %s, want scheduled", st[0])
-	}
-	n, err := s.DispatchDue(ctx, 0, 10, func(context.Context, []store.DueJob) error { return nil })
-	if n != 1 || err != nil {
-		t.Fatalf("retry: %d, %v", n, err)
-	}
-}
-
-func TestDispatchDueSkipsJobsLockedByAnotherDispatcher(t *testing.T) {
+// Schedulers that dispatch at once take disjoint sets of the due jobs.
+func TestPublishDueFromManySchedulersTakesEachJobOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := schedSetup(t, 1)
 	var all []*job.Job
-	for i := range 10 {
-		all = append(all, waiting(0, job.Scheduled, time.Now().Add(-time.Duration(10-i)*time.Second)))
+	for i := range 200 {
+		all = append(all, waiting(0, job.Scheduled, time.Now().Add(-time.Duration(200-i)*time.Second)))
 	}
 	if err := s.Insert(ctx, all...); err != nil {
 		t.Fatal(err)
 	}
-	inside, release := make(chan struct{}), make(chan struct{})
 	var (
-		first []store.DueJob
-		wg    sync.WaitGroup
+		mu   sync.Mutex
+		seen = map[job.ID]int{}
+		wg   sync.WaitGroup
 	)
-	wg.Go(func() {
-		_, err := s.DispatchDue(ctx, 0, 4, func(_ context.Context, due []store.DueJob) error {
-			first = due
-			close(inside)
-			<-release
-			return nil
+	for range 4 {
+		wg.Go(func() {
+			for {
+				n, err := s.PublishDue(ctx, 0, 7, func(_ context.Context, due []store.DueJob) error {
+					mu.Lock()
+					defer mu.Unlock()
+					for _, d := range due {
+						seen[d.ID]++
+					}
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if n == 0 {
+					return
+				}
+			}
 		})
-		if err != nil {
-			t.Error(err)
-		}
-	})
-	<-inside
-	var second []store.DueJob
-	if _, err := s.DispatchDue(ctx, 0, 100, func(_ context.Context, due []store.DueJob) error {
-		second = due
-		return nil
-	}); err != nil {
-		t.Fatal(err)
 	}
-	close(release)
 	wg.Wait()
-	if len(first) != 4 || len(second) != 6 {
-		t.Fatalf("first took %d, second %d; want 4 and 6", len(first), len(second))
+	if len(seen) != len(all) {
+		t.Fatalf("%d of %d jobs published", len(seen), len(all))
 	}
-	seen := map[job.ID]bool{}
-	for _, d := range append(first, second...) {
-		if seen[d.ID] {
-			t.Fatalf("job %s taken twice", d.ID)
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("job %s published %d times", id, n)
 		}
-		seen[d.ID] = true
 	}
 }
 
