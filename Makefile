@@ -3,7 +3,7 @@
 BIN := bin
 GO ?= go
 
-.PHONY: help run test build lint clean autoscale-table bench
+.PHONY: help run test chaos build lint clean autoscale-table bench bench-scale
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -13,6 +13,9 @@ run: ## install what is missing, start the whole stack in the foreground (Ctrl-C
 
 test: ## start isolated services, run all tests with the race detector, stop the services
 	@deploy/test.sh $(ARGS)
+
+chaos: ## the fault suite: break a stack of its own under load, check no job is lost or run twice; ARGS="-run TestChaos/redis" (docs/RELIABILITY.md)
+	@deploy/chaos.sh $(ARGS)
 
 build: ## build bin/api, bin/workers and bin/scheduler
 	$(GO) build -o $(BIN)/ ./api ./workers ./scheduler
@@ -24,6 +27,9 @@ lint: ## gofmt, go vet and staticcheck
 
 bench: ## load-test the running stack (make run): ceiling, batch, single, latency, memory; ARGS="-rate 500 -duration 30s" (docs/BENCHMARKS.md)
 	$(GO) run ./bench/cmd/warren-bench $(ARGS)
+
+bench-scale: ## throughput against worker processes: a stack per count, WORKERS="1 2 4" N=20000 (docs/BENCHMARKS.md)
+	@bench/scale.sh
 
 clean: ## remove build output (keeps .data/ and .env)
 	rm -rf $(BIN)

@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/warrenhq/warren/pkg/client"
@@ -42,6 +44,32 @@ type Config struct {
 	Concurrency int
 	// Queue is the Warren queue the echo jobs go to.
 	Queue string
+	// Phases names the phases to run (ceiling, batch, single, latency);
+	// empty runs them all.
+	Phases []string
+}
+
+// phaseNames are the phases of Config.Phases, in the order they run.
+var phaseNames = []string{"ceiling", "batch", "single", "latency"}
+
+// ParsePhases checks a comma-separated list of phase names.
+func ParsePhases(list string) ([]string, error) {
+	if strings.TrimSpace(list) == "" {
+		return nil, nil
+	}
+	var out []string
+	for _, p := range strings.Split(list, ",") {
+		p = strings.TrimSpace(p)
+		if !slices.Contains(phaseNames, p) {
+			return nil, fmt.Errorf("bench: unknown phase %q (phases: %s)", p, strings.Join(phaseNames, ", "))
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (c Config) runs(phase string) bool {
+	return len(c.Phases) == 0 || slices.Contains(c.Phases, phase)
 }
 
 func (c Config) withDefaults() Config {
@@ -133,7 +161,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer func() { res.Memory = mem.stop() }()
 
 	res.Settings = settings(ctx, cfg)
-	if cfg.RabbitMQURL != "" {
+	if cfg.RabbitMQURL != "" && cfg.runs("ceiling") {
 		res.Ceiling, err = phase(ctx, cfg, "ceiling", func(ctx context.Context) (*Throughput, error) {
 			return ceiling(ctx, cfg.RabbitMQURL, cfg.N)
 		})
@@ -141,21 +169,31 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return res, err
 		}
 	}
-	res.Batch, err = phase(ctx, cfg, "batch", func(ctx context.Context) (*Throughput, error) {
-		return batchPath(ctx, c, cfg)
-	})
-	if err != nil {
-		return res, err
+	if cfg.runs("batch") {
+		res.Batch, err = phase(ctx, cfg, "batch", func(ctx context.Context) (*Throughput, error) {
+			return batchPath(ctx, c, cfg)
+		})
+		if err != nil {
+			return res, err
+		}
 	}
-	res.Single, err = phase(ctx, cfg, "single", func(ctx context.Context) (*Throughput, error) {
-		return singlePath(ctx, c, cfg)
-	})
-	if err != nil {
-		return res, err
+	if cfg.runs("single") {
+		res.Single, err = phase(ctx, cfg, "single", func(ctx context.Context) (*Throughput, error) {
+			return singlePath(ctx, c, cfg)
+		})
+		if err != nil {
+			return res, err
+		}
 	}
 	if res.Ceiling != nil && res.Ceiling.PerSec > 0 {
-		res.Batch.OfCeiling = res.Batch.PerSec / res.Ceiling.PerSec
-		res.Single.OfCeiling = res.Single.PerSec / res.Ceiling.PerSec
+		for _, t := range []*Throughput{res.Batch, res.Single} {
+			if t != nil {
+				t.OfCeiling = t.PerSec / res.Ceiling.PerSec
+			}
+		}
+	}
+	if !cfg.runs("latency") {
+		return res, nil
 	}
 	lctx, cancel := context.WithTimeout(ctx, cfg.Timeout+cfg.Duration)
 	defer cancel()

@@ -111,3 +111,16 @@ func start(t *testing.T, name string, env []string) {
 		}
 	})
 }
+
+func TestParsePhases(t *testing.T) {
+	t.Parallel()
+	if got, err := bench.ParsePhases(" batch, single "); err != nil || !slices.Equal(got, []string{"batch", "single"}) {
+		t.Errorf("batch, single: %v %v", got, err)
+	}
+	if got, err := bench.ParsePhases(""); err != nil || got != nil {
+		t.Errorf("empty: %v %v", got, err)
+	}
+	if _, err := bench.ParsePhases("batch,warp"); err == nil || !strings.Contains(err.Error(), `"warp"`) {
+		t.Errorf("unknown phase: %v", err)
+	}
+}

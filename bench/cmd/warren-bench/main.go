@@ -35,7 +35,12 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.BatchSize, "batch", 500, "jobs per batch request")
 	fs.IntVar(&cfg.Rate, "rate", 200, "offered jobs/s in the latency phase")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "length of the latency phase (default 10s)")
+	phases := fs.String("phases", "", "comma-separated phases to run: ceiling, batch, single, latency (default all)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if cfg.Phases, err = bench.ParsePhases(*phases); err != nil {
 		return err
 	}
 	file, err := bench.EnvFile(*envFile)
