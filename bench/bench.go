@@ -92,7 +92,7 @@ func (c Config) withDefaults() Config {
 		c.Timeout = 5 * time.Minute
 	}
 	if c.Concurrency <= 0 {
-		c.Concurrency = 10
+		c.Concurrency = 50 // pkg/worker's default
 	}
 	if c.Queue == "" {
 		c.Queue = "default"
@@ -122,20 +122,19 @@ type Throughput struct {
 
 // Latency is the open-loop phase's figures, in milliseconds.
 type Latency struct {
-	Rate            int     `json:"rate"`
-	Seconds         float64 `json:"seconds"`
-	Jobs            int     `json:"jobs"`
-	SubmitP50       float64 `json:"submit_p50_ms"`
-	SubmitP99       float64 `json:"submit_p99_ms"`
-	StartedP50      float64 `json:"submit_to_started_p50_ms"`
-	StartedP99      float64 `json:"submit_to_started_p99_ms"`
-	SucceededP50    float64 `json:"submit_to_succeeded_p50_ms"`
-	SucceededP99    float64 `json:"submit_to_succeeded_p99_ms"`
-	AchievedPerSec  float64 `json:"achieved_submit_per_sec"`
-	SubmitFailures  int     `json:"submit_failures"`
-	NotSucceeded    int     `json:"not_succeeded"`
-	ClockNote       string  `json:"clock_note"`
-	completionMilli []float64
+	Rate           int     `json:"rate"`
+	Seconds        float64 `json:"seconds"`
+	Jobs           int     `json:"jobs"`
+	SubmitP50      float64 `json:"submit_p50_ms"`
+	SubmitP99      float64 `json:"submit_p99_ms"`
+	StartedP50     float64 `json:"submit_to_started_p50_ms"`
+	StartedP99     float64 `json:"submit_to_started_p99_ms"`
+	SucceededP50   float64 `json:"submit_to_succeeded_p50_ms"`
+	SucceededP99   float64 `json:"submit_to_succeeded_p99_ms"`
+	AchievedPerSec float64 `json:"achieved_submit_per_sec"`
+	SubmitFailures int     `json:"submit_failures"`
+	NotSucceeded   int     `json:"not_succeeded"`
+	ClockNote      string  `json:"clock_note"`
 }
 
 // Run runs every phase in order and returns the figures. A phase that fails

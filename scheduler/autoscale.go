@@ -103,7 +103,8 @@ func (s storeSource) Load(ctx context.Context, queues []string, window time.Dura
 // against the policy of the WARREN_AUTOSCALE_* settings and the HPA
 // baseline, and prints the comparison as Markdown (docs/AUTOSCALING.md).
 // The simulated workers take WARREN_AUTOSCALE_STARTUP to start, 10s when
-// it is unset. -seeds N checks the goal on seeds 1..N.
+// it is unset, and run WARREN_AUTOSCALE_CONCURRENCY jobs, 10 when it and
+// WARREN_CONCURRENCY are unset. -seeds N checks the goal on seeds 1..N.
 func simulate(args []string, getenv config.Getenv, out io.Writer) error {
 	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -119,6 +120,11 @@ func simulate(args []string, getenv config.Getenv, out io.Writer) error {
 	env := autoscale.DefaultSimConfig()
 	if getenv("WARREN_AUTOSCALE_STARTUP") == "" {
 		p.Startup = env.Startup
+	}
+	// The traces are sized for workers of the simulator's 10 slots; a
+	// worker's own default (50) would leave a fleet of one or two.
+	if getenv("WARREN_AUTOSCALE_CONCURRENCY") == "" && getenv("WARREN_CONCURRENCY") == "" {
+		p.Concurrency = env.Concurrency
 	}
 	env.Startup, env.Concurrency, env.Window = p.Startup, p.Concurrency, cfg.Window
 	if *seeds <= 0 {

@@ -38,7 +38,7 @@ func run(ctx context.Context, getenv config.Getenv, out io.Writer) error {
 		Namespace: cfg.Namespace, Queues: cfg.Queues, Concurrency: cfg.Concurrency,
 		ShutdownGrace: cfg.ShutdownGrace, Lease: cfg.Lease,
 		ResultTTL: cfg.ResultTTL, MaxResultBytes: cfg.MaxResultBytes,
-		Logger: log,
+		Tenants: cfg.Tenants, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -48,7 +48,11 @@ func run(ctx context.Context, getenv config.Getenv, out io.Writer) error {
 	}
 	if cfg.MetricsAddr != "" {
 		// A port that cannot be bound costs the metrics, not the jobs.
-		if stopServing, err := serve.Background(cfg.MetricsAddr, metrics(w), log); err != nil {
+		h := metrics(w)
+		if cfg.Pprof {
+			h = serve.Profiling(h)
+		}
+		if stopServing, err := serve.Background(cfg.MetricsAddr, h, log); err != nil {
 			log.Warn("metrics endpoint not served: the worker runs on without it", "error", err)
 		} else {
 			defer stopServing()

@@ -49,6 +49,8 @@ func TestBurstScalesTheLocalFleetUpAndBack(t *testing.T) {
 		"WARREN_NAMESPACE=" + servicetest.Name("scale"),
 		"WARREN_API_TOKENS=default:" + token,
 		"WARREN_LOG_FORMAT=json",
+		// Successes are logged at debug; the check below counts them.
+		"WARREN_LOG_LEVEL=debug",
 		// The workers the scheduler starts inherit its environment: two jobs
 		// at once each, so that the burst needs several of them.
 		"WARREN_CONCURRENCY=2",

@@ -16,6 +16,7 @@ type WorkerInfo struct {
 	PID           int       `json:"pid"`
 	Queues        []string  `json:"queues"`
 	Types         []string  `json:"types"`
+	Tenants       []string  `json:"tenants,omitempty"` // empty: every tenant
 	Concurrency   int       `json:"concurrency"`
 	Busy          int       `json:"busy"`
 	StartedAt     time.Time `json:"started_at"`

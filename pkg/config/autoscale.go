@@ -28,7 +28,8 @@ type Autoscale struct {
 	DefaultJobTime time.Duration // WARREN_AUTOSCALE_JOB_TIME, assumed before a job finished (1s)
 	Window         time.Duration // WARREN_AUTOSCALE_WINDOW, for arrival and completion rates (30s)
 	// Concurrency: WARREN_AUTOSCALE_CONCURRENCY, jobs one worker runs at
-	// once; default WARREN_CONCURRENCY, else 10, as the workers read it.
+	// once; default WARREN_CONCURRENCY, else DefaultConcurrency, as the
+	// workers read it.
 	Concurrency int
 	// Queues: WARREN_AUTOSCALE_QUEUES, the queues the fleet serves; default
 	// WARREN_QUEUES, else "default", as the workers read it.
@@ -109,7 +110,7 @@ func LoadAutoscale(get Getenv) (Autoscale, error) {
 	c.Startup = r.duration("WARREN_AUTOSCALE_STARTUP", startup, 0, time.Hour)
 	c.DefaultJobTime = r.duration("WARREN_AUTOSCALE_JOB_TIME", time.Second, time.Millisecond, 24*time.Hour)
 	c.Window = r.duration("WARREN_AUTOSCALE_WINDOW", 30*time.Second, time.Second, time.Hour)
-	c.Concurrency = r.int("WARREN_AUTOSCALE_CONCURRENCY", r.int("WARREN_CONCURRENCY", 10, 1, 10_000), 1, 10_000)
+	c.Concurrency = r.int("WARREN_AUTOSCALE_CONCURRENCY", r.int("WARREN_CONCURRENCY", DefaultConcurrency, 1, 10_000), 1, 10_000)
 	c.Queues = r.list("WARREN_AUTOSCALE_QUEUES", r.list("WARREN_QUEUES", []string{"default"}))
 	for _, q := range c.Queues {
 		if !namePattern.MatchString(q) {

@@ -146,6 +146,9 @@ type API struct {
 	// after the first submit's INSERT commits, before its publish. Empty
 	// (the default) disables it.
 	Failpoint string
+	// Pprof: WARREN_PPROF=true serves Go's profiles under /debug/pprof/ on
+	// the api's own port, unauthenticated like /metrics; default false.
+	Pprof bool
 }
 
 // Failpoints lists the values WARREN_FAILPOINT accepts.
@@ -171,6 +174,7 @@ func LoadAPI(get Getenv) (API, error) {
 	if c.Failpoint != "" && !slices.Contains(Failpoints, c.Failpoint) {
 		r.fail("WARREN_FAILPOINT", "%q is not one of %s (a test hook; leave it unset)", c.Failpoint, strings.Join(Failpoints, ", "))
 	}
+	c.Pprof = r.bool("WARREN_PPROF", false)
 	return c, r.err()
 }
 
@@ -236,12 +240,21 @@ func (r *reader) tenants(name string) []Tenant {
 	return out
 }
 
+// DefaultConcurrency is how many jobs a worker process runs at once unless
+// WARREN_CONCURRENCY says otherwise (the worker SDK's default too). Jobs are
+// mostly waiting on I/O, and a worker's claims and completions share one
+// statement per shard, so more jobs in flight make bigger batches rather
+// than more load: with 10, a worker spent its time waiting on round trips.
+// CPU- or memory-heavy types set their own limit (worker.Concurrency).
+const DefaultConcurrency = 50
+
 // Worker is the worker process's configuration.
 type Worker struct {
 	Services
 	// Queues: WARREN_QUEUES, the queues consumed, default "default".
 	Queues []string
-	// Concurrency: WARREN_CONCURRENCY, jobs run at once by this process, default 10.
+	// Concurrency: WARREN_CONCURRENCY, jobs run at once by this process,
+	// default DefaultConcurrency.
 	Concurrency int
 	// ShutdownGrace: WARREN_SHUTDOWN_GRACE, how long running jobs may finish after
 	// SIGTERM before they are handed back, default 25s (Heroku allows 30s).
@@ -259,6 +272,12 @@ type Worker struct {
 	// MetricsAddr serves /metrics when PORT is set (foreman and Heroku set it
 	// for every process): WARREN_BIND:PORT. Empty when PORT is unset.
 	MetricsAddr string
+	// Pprof: WARREN_PPROF, serve Go's profiles under /debug/pprof/ next to
+	// /metrics; default false.
+	Pprof bool
+	// Tenants: WARREN_TENANTS, the tenants whose jobs this worker runs,
+	// comma-separated; default every tenant.
+	Tenants []string
 }
 
 // LoadWorker reads the worker process's configuration.
@@ -271,13 +290,20 @@ func LoadWorker(get Getenv) (Worker, error) {
 			r.fail("WARREN_QUEUES", "%q must be 1-100 letters, digits or _.:-", q)
 		}
 	}
-	c.Concurrency = r.int("WARREN_CONCURRENCY", 10, 1, 10_000)
+	c.Concurrency = r.int("WARREN_CONCURRENCY", DefaultConcurrency, 1, 10_000)
 	c.ShutdownGrace = r.duration("WARREN_SHUTDOWN_GRACE", 25*time.Second, 0, time.Hour)
 	c.ResultTTL = r.duration("WARREN_RESULT_TTL", 24*time.Hour, time.Minute, 90*24*time.Hour)
 	c.MaxResultBytes = r.int("WARREN_MAX_RESULT_BYTES", 1<<20, 1, 64<<20)
 	c.Lease = r.duration("WARREN_LEASE", 30*time.Second, 3*time.Second, time.Hour)
 	c.HTTPAllow = r.list("WARREN_HTTP_ALLOW", nil)
 	c.MetricsAddr = r.metricsAddr()
+	c.Pprof = r.bool("WARREN_PPROF", false)
+	c.Tenants = r.list("WARREN_TENANTS", nil)
+	for _, t := range c.Tenants {
+		if !tenantPattern.MatchString(t) {
+			r.fail("WARREN_TENANTS", "%q is not a tenant name (lowercase letters, digits, _ or -)", t)
+		}
+	}
 	return c, r.err()
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -249,6 +250,35 @@ func TestWorkers(t *testing.T) {
 	}
 	if r := call(t, "GET", s.URL+"/v1/workers", "", ""); r.status != http.StatusUnauthorized {
 		t.Errorf("no token: %d", r.status)
+	}
+
+	// A worker dedicated to tenant "other" is shown to it, not to "default";
+	// the shared one is shown to both.
+	ded := w
+	ded.ID, ded.Tenants = "w-other", []string{"other"}
+	if err := s.Cache.PutWorker(context.Background(), ded, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		token string
+		want  []string
+	}{
+		{stacktest.Token, []string{"w-1"}},
+		{stacktest.OtherToken, []string{"w-1", "w-other"}},
+	} {
+		r := call(t, "GET", s.URL+"/v1/workers", tc.token, "")
+		var ans struct{ Workers []cache.WorkerInfo }
+		if r.status != http.StatusOK || json.Unmarshal(r.body, &ans) != nil {
+			t.Fatalf("workers: %d %s", r.status, r.body)
+		}
+		var got []string
+		for _, w := range ans.Workers {
+			got = append(got, w.ID)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("token %s… sees workers %v, want %v", tc.token[:16], got, tc.want)
+		}
 	}
 
 	down := stacktest.New(t, stacktest.Options{Shards: 1, RedisURL: "redis://127.0.0.1:1/0"})

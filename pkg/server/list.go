@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -183,9 +184,10 @@ func (s *Server) queues(w http.ResponseWriter, r *http.Request, tenant string) {
 	writeJSON(w, http.StatusOK, ans)
 }
 
-// workers serves GET /v1/workers: the live worker processes, from the
-// heartbeats they keep in Redis.
-func (s *Server) workers(w http.ResponseWriter, r *http.Request, _ string) {
+// workers serves GET /v1/workers: the live worker processes that run the
+// tenant's jobs, from the heartbeats they keep in Redis. Those that serve
+// every tenant are shown to all; those dedicated to some tenants only to them.
+func (s *Server) workers(w http.ResponseWriter, r *http.Request, tenant string) {
 	if s.cache == nil {
 		unavailable(w, "worker heartbeats live in Redis, which this api is not configured with")
 		return
@@ -196,5 +198,8 @@ func (s *Server) workers(w http.ResponseWriter, r *http.Request, _ string) {
 		unavailable(w, "worker heartbeats live in Redis, which is unavailable; retry later")
 		return
 	}
+	ws = slices.DeleteFunc(ws, func(wi cache.WorkerInfo) bool {
+		return len(wi.Tenants) > 0 && !slices.Contains(wi.Tenants, tenant)
+	})
 	writeJSON(w, http.StatusOK, map[string][]cache.WorkerInfo{"workers": ws})
 }

@@ -72,8 +72,7 @@ func (s *Store) publishAndMark(ctx context.Context, shard int, jobs []DueJob, pu
 	if err := publish(ctx, jobs); err != nil {
 		return fmt.Errorf("%d queued jobs of shard %d left to the relay: %w", len(jobs), shard, err)
 	}
-	_, err := s.shards[shard].ExecContext(ctx, `UPDATE jobs SET published_at = now()
-		WHERE id = ANY($1::uuid[]) AND `+unpublished, pq.Array(dueIDs(jobs)))
+	_, err := s.shards[shard].ExecContext(ctx, markPublishedQuery, pq.Array(dueIDs(jobs)))
 	if err != nil {
 		return fmt.Errorf("mark %d published jobs on shard %d (the relay publishes them again): %w", len(jobs), shard, err)
 	}
@@ -149,14 +148,23 @@ func (s *Store) MarkPublished(ctx context.Context, ids []job.ID) error {
 	}
 	var errs []error
 	for n, shardIDs := range byShard {
-		_, err := s.shards[n].ExecContext(ctx, `UPDATE jobs SET published_at = now()
-			WHERE id = ANY($1::uuid[]) AND `+unpublished, pq.Array(shardIDs))
+		_, err := s.shards[n].ExecContext(ctx, markPublishedQuery, pq.Array(shardIDs))
 		if err != nil {
 			errs = append(errs, &ShardError{Shard: n, Err: fmt.Errorf("mark %d jobs published: %w", len(shardIDs), err)})
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// markPublishedQuery marks jobs published. It locks them in id order, as
+// the worker's batched claims do, and skips rows someone holds: such a row is
+// being claimed (and then needs no mark) or relayed (which marks it itself);
+// at worst a mark is missed and the relay sends one harmless duplicate.
+// Waiting instead could deadlock with a batch claim locking the same rows.
+const markPublishedQuery = `WITH locked AS (
+		SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND ` + unpublished + `
+		ORDER BY id FOR UPDATE SKIP LOCKED)
+	UPDATE jobs SET published_at = now() FROM locked WHERE jobs.id = locked.id`
 
 func dueIDs(jobs []DueJob) []string {
 	ids := make([]string, len(jobs))

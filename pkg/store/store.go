@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,9 @@ var (
 	ErrConflict = errors.New("job state conflict")
 	// ErrBadShard: an id names a shard this store does not have.
 	ErrBadShard = errors.New("no such shard")
+	// ErrNotServed: the job is queued, but for a tenant the claiming worker
+	// does not serve; another worker may claim it.
+	ErrNotServed = errors.New("job of a tenant this worker does not serve")
 )
 
 // StateError reports a transition refused because of the job's current state.
@@ -133,15 +137,35 @@ func (s *Store) NextShard() int {
 	return int(s.next.Add(1) % uint64(len(s.shards)))
 }
 
-// Ping checks every shard and returns one error per shard (nil when it answers).
+// Ping checks every shard, all at once, and returns one error per shard (nil
+// when it answers) by the time ctx ends: a stalled shard is reported down
+// and cannot make the others look down too.
 func (s *Store) Ping(ctx context.Context) []error {
 	errs := make([]error, len(s.shards))
+	var wg sync.WaitGroup
 	for i, db := range s.shards {
-		if err := db.PingContext(ctx); err != nil {
-			errs[i] = fmt.Errorf("shard %d: %w", i, err)
-		}
+		wg.Go(func() {
+			if err := ping(ctx, db); err != nil {
+				errs[i] = fmt.Errorf("shard %d: %w", i, err)
+			}
+		})
 	}
+	wg.Wait()
 	return errs
+}
+
+// ping waits for a shard's answer no longer than ctx lasts. The driver's
+// call itself may outlive ctx (a frozen server answers neither the query
+// nor its cancel request); it finishes in the background.
+func ping(ctx context.Context, db *sqlx.DB) error {
+	done := make(chan error, 1)
+	go func() { done <- db.PingContext(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (s *Store) shard(id job.ID) (*sqlx.DB, error) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/warrenhq/warren/pkg/broker"
 	"github.com/warrenhq/warren/pkg/cache"
+	"github.com/warrenhq/warren/pkg/client"
 	"github.com/warrenhq/warren/pkg/job"
 	"github.com/warrenhq/warren/pkg/stacktest"
 	"github.com/warrenhq/warren/pkg/worker"
@@ -684,5 +685,57 @@ func pause(ctx context.Context, d time.Duration) {
 	select {
 	case <-ctx.Done():
 	case <-time.After(d):
+	}
+}
+
+// A worker dedicated to a tenant runs that tenant's jobs and parks the
+// others' untouched, for a worker that serves them.
+func TestTenantWorkerRunsOnlyItsTenantsJobs(t *testing.T) {
+	t.Parallel()
+	s := stacktest.New(t, stacktest.Options{Shards: 1})
+	other, err := client.New(s.URL, stacktest.OtherToken)
+	must(t, err)
+	var (
+		mu  sync.Mutex
+		ran = map[string]string{} // job id → worker
+	)
+	handler := func(name string) func(context.Context, *worker.Job[args]) (int, error) {
+		return func(ctx context.Context, j *worker.Job[args]) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			ran[j.ID] = name
+			return 0, nil
+		}
+	}
+	dedicated := newWorker(t, s, func(c *worker.Config) { c.Tenants = []string{"other"} })
+	must(t, worker.Handle(dedicated, "t", handler("dedicated")))
+	stacktest.StartWorker(t, dedicated)
+
+	mine := submit(t, s, job.Request{Type: "t"})
+	theirs, err := other.Submit(context.Background(), job.Request{Type: "t"})
+	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if done, err := other.Wait(ctx, theirs.ID.String()); err != nil || done.State != job.Succeeded {
+		t.Fatalf("the dedicated tenant's job: %+v, %v", done, err)
+	}
+	stacktest.Eventually(t, 10*time.Second, "the other tenant's message parked", func() bool {
+		m := scrape(t, dedicated)
+		return strings.Contains(m, "\nwarren_worker_parked_messages_total ") && !strings.Contains(m, "\nwarren_worker_parked_messages_total 0\n")
+	})
+	if j := get(t, s, mine); j.State != job.Queued || j.Attempt != 0 {
+		t.Fatalf("job of a tenant the worker does not serve: %s, attempt %d", j.State, j.Attempt)
+	}
+
+	shared := newWorker(t, s, nil)
+	must(t, worker.Handle(shared, "t", handler("shared")))
+	stacktest.StartWorker(t, shared)
+	if done := wait(t, s, mine); done.State != job.Succeeded {
+		t.Fatalf("after a shared worker started: %s", done.State)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if ran[theirs.ID.String()] != "dedicated" || ran[mine.ID.String()] != "shared" {
+		t.Errorf("ran %v", ran)
 	}
 }

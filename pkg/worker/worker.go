@@ -33,7 +33,15 @@ type Config struct {
 	// Queues consumed by every type; default ["default"]. Types registered
 	// with the Queues option add theirs.
 	Queues []string
-	// Concurrency is how many jobs run at once in this process; default 10.
+	// Tenants limits the jobs this process runs to those tenants' (a fleet
+	// dedicated to some tenants on queues that others use too); a job of
+	// another tenant waits for a worker that serves it. GET /v1/workers
+	// shows a worker only to the tenants it serves. Default: every tenant.
+	Tenants []string
+	// Concurrency is how many jobs run at once in this process; default 50.
+	// Claims and completions of concurrent jobs share database statements,
+	// so for jobs that mostly wait on I/O more is cheaper per job; limit
+	// CPU- or memory-heavy types with the Concurrency option.
 	Concurrency int
 	// Prefetch is how many messages per queue this process takes from
 	// RabbitMQ beyond the jobs it runs, so that a free slot is filled without
@@ -79,7 +87,7 @@ func (c Config) withDefaults() Config {
 		c.Queues = []string{"default"}
 	}
 	if c.Concurrency <= 0 {
-		c.Concurrency = 10
+		c.Concurrency = 50
 	}
 	if c.Prefetch <= 0 {
 		c.Prefetch = min(c.Concurrency, math.MaxUint16)
@@ -188,7 +196,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.mu.Unlock()
 
-	st, err := store.Open(store.Config{URLs: w.cfg.DatabaseURLs, MaxConns: w.cfg.Concurrency + 4})
+	// Claims and completions share a statement per shard (batches.go), so
+	// connections need not grow with Concurrency: a few carry the batches,
+	// the rest the single-row writes (failures, progress, leases).
+	st, err := store.Open(store.Config{URLs: w.cfg.DatabaseURLs, MaxConns: min(w.cfg.Concurrency, 16) + 4})
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}

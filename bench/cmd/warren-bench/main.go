@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string) error {
 	if dbs != "" {
 		cfg.DatabaseURLs = strings.Split(dbs, ",")
 	}
-	cfg.Concurrency = bench.EnvInt(get, "WARREN_CONCURRENCY", 10)
+	cfg.Concurrency = bench.EnvInt(get, "WARREN_CONCURRENCY", 50)
 	res, runErr := bench.Run(ctx, cfg)
 	if res != nil {
 		if err := bench.WriteTable(os.Stdout, res); err != nil {
