@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
 	"github.com/warrenhq/warren/pkg/broker"
 	"github.com/warrenhq/warren/pkg/cache"
 	"github.com/warrenhq/warren/pkg/config"
+	"github.com/warrenhq/warren/pkg/serve"
 	"github.com/warrenhq/warren/pkg/server"
 	"github.com/warrenhq/warren/pkg/store"
 )
@@ -36,7 +38,9 @@ func run(ctx context.Context, getenv config.Getenv, out io.Writer) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	log := cfg.Logger(out).With("process", "api")
-	st, err := store.Open(store.Config{URLs: cfg.DatabaseURLs})
+	// Submits share one INSERT per shard (group commit), so the pool serves
+	// reads mostly: sized to the cores, not to the concurrent requests.
+	st, err := store.Open(store.Config{URLs: cfg.DatabaseURLs, MaxConns: max(8, 4*runtime.GOMAXPROCS(0))})
 	if err != nil {
 		return err
 	}
@@ -73,8 +77,13 @@ func run(ctx context.Context, getenv config.Getenv, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s (WARREN_BIND, PORT): %w", cfg.Addr, err)
 	}
+	handler := srv.Handler()
+	if cfg.Pprof {
+		log.Warn("WARREN_PPROF is set: Go's profiles are served under /debug/pprof/ without authentication")
+		handler = serve.Profiling(handler)
+	}
 	hs := &http.Server{
-		Handler:           srv.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      90 * time.Second,

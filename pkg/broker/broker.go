@@ -123,7 +123,7 @@ type Broker struct {
 	log  *slog.Logger
 	done <-chan struct{} // closed by Close
 	stop context.CancelFunc
-	wg   sync.WaitGroup // the supervisor goroutine
+	wg   sync.WaitGroup // the supervisor goroutine and channels closing in the background
 
 	pubSlots chan struct{} // one token per publish channel in use
 	tags     atomic.Uint64 // consumer tag sequence

@@ -219,7 +219,24 @@ func (b *Broker) putPub(pc *pubChannel, healthy bool) {
 			return
 		}
 	}
-	closeChannel(pc.ch)
+	// Closing waits for the server's reply. A server that has stopped
+	// answering would hold the caller (a submit bounded by its publish
+	// timeout) until it answers again, or the heartbeat gives up: close in
+	// the background, which Close waits for.
+	b.mu.Lock()
+	closed := b.closed
+	if !closed {
+		b.wg.Add(1)
+	}
+	b.mu.Unlock()
+	if closed {
+		closeChannel(pc.ch) // the connection is closed: this returns at once
+		return
+	}
+	go func() {
+		defer b.wg.Done()
+		closeChannel(pc.ch)
+	}()
 }
 
 // openPub opens a channel on conn and puts it in confirm mode.

@@ -33,8 +33,10 @@ type BatchItem struct {
 //
 // What is atomic: the accepted jobs that land on one shard commit together
 // or not at all; shards commit independently. Jobs are spread over the
-// shards round robin, so when a shard fails, the items placed on it carry a
-// 503 problem ("not accepted, resubmit") and the others are accepted. An
+// shards round robin; the items of a shard that cannot even be dialled are
+// routed to the next shard (nothing was sent, nothing committed). When a
+// shard fails otherwise, the items placed on it carry a 503 problem ("not
+// accepted, resubmit") and the others are accepted. An
 // item with an error was never stored: resubmitting exactly the failed
 // items creates no duplicates. Items for a queue over Config.MaxQueueDepth
 // carry a 503 problem; the valid items count against the tenant's rate
@@ -99,27 +101,29 @@ func (s *Server) submitBatch(w http.ResponseWriter, r *http.Request, tenant stri
 
 	var runnable []*job.Job
 	if len(valid) > 0 {
-		shardErrs := s.store.InsertBatch(r.Context(), valid)
+		// One INSERT per shard; the jobs of a shard that cannot be dialled
+		// go to the next one.
+		errs := s.store.InsertBatchRouted(r.Context(), valid)
+		logged := map[int]bool{}
 		for k, j := range valid {
 			i := where[k]
-			if err := shardErrs[j.ID.Shard()]; err != nil {
+			if err := errs[k]; err != nil {
 				items[i].Error = newProblem(http.StatusServiceUnavailable,
 					fmt.Sprintf("not accepted: shard %d did not store this item's part of the batch; resubmit it", j.ID.Shard()))
+				if !logged[j.ID.Shard()] {
+					logged[j.ID.Shard()] = true
+					var se *store.ShardError
+					if !errors.As(err, &se) {
+						se = &store.ShardError{Shard: j.ID.Shard(), Err: err}
+					}
+					s.log.Error("store batch", "shard", se.Shard, "error", se.Err)
+				}
 				continue
 			}
 			items[i].Job = j
 			s.metrics.submits.WithLabelValues(j.Queue, j.Type).Inc()
 			if j.State == job.Queued {
 				runnable = append(runnable, j)
-			}
-		}
-		for shard, err := range shardErrs {
-			if err != nil {
-				var se *store.ShardError
-				if !errors.As(err, &se) {
-					se = &store.ShardError{Shard: shard, Err: err}
-				}
-				s.log.Error("store batch", "shard", se.Shard, "error", se.Err)
 			}
 		}
 	}

@@ -72,7 +72,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, tenant string) {
 			s.answerJob(w, r, tenant, stored, wait, http.StatusOK)
 			return
 		}
-	} else if err := s.store.InsertRouted(r.Context(), j); err != nil {
+	} else if err := s.commit(r.Context(), j); err != nil {
 		s.log.Error("store job", "job_id", j.ID.String(), "shard", j.ID.Shard(), "error", err)
 		unavailable(w, "the job could not be stored; it was not accepted, retry later")
 		return
@@ -82,7 +82,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, tenant string) {
 	s.failpoint("after-commit")
 	s.metrics.submits.WithLabelValues(j.Queue, j.Type).Inc()
 	if j.State == job.Queued {
-		_ = s.publish(r, j)
+		_ = s.publishOne(r.Context(), j)
 	}
 	s.answerJob(w, r, tenant, j, wait, http.StatusAccepted)
 }
@@ -316,11 +316,19 @@ func requestHash(req *job.Request) ([]byte, error) {
 // together) and, once confirmed, has them marked published in Postgres by
 // the background batcher (see publishMarks). A failure is logged and
 // counted, not returned to the client: the jobs are committed, and the
-// scheduler's relay publishes queued jobs that were not marked.
+// scheduler's relay publishes queued jobs that were not marked. The wait for
+// the confirms outlives the client and is bounded by Config.PublishTimeout.
 func (s *Server) publish(r *http.Request, jobs ...*job.Job) error {
 	if len(jobs) == 0 {
 		return nil
 	}
+	ctx, cancel := detached(r, s.cfg.PublishTimeout)
+	defer cancel()
+	return s.publishJobs(ctx, jobs)
+}
+
+// publishJobs is publish under ctx.
+func (s *Server) publishJobs(ctx context.Context, jobs []*job.Job) error {
 	msgs := make([]broker.Message, len(jobs))
 	for i, j := range jobs {
 		body, err := json.Marshal(job.Message{ID: j.ID, Type: j.Type})
@@ -329,8 +337,6 @@ func (s *Server) publish(r *http.Request, jobs ...*job.Job) error {
 		}
 		msgs[i] = broker.Message{Queue: j.Queue, Priority: uint8(j.Priority), MessageID: j.ID.String(), Body: body}
 	}
-	ctx, cancel := detached(r, s.cfg.PublishTimeout)
-	defer cancel()
 	if err := s.broker.Publish(ctx, msgs...); err != nil {
 		s.metrics.confirms.WithLabelValues("failed").Add(float64(len(msgs)))
 		s.log.Warn("publish jobs (they stay queued for the relay)", "jobs", len(msgs), "job_id", jobs[0].ID.String(), "error", err)

@@ -24,6 +24,10 @@ type metrics struct {
 	rateLimited  *prometheus.CounterVec
 	rateErrors   prometheus.Counter
 	backpressure *prometheus.CounterVec
+	// the single submit path's groups: see group.go.
+	groupJobs *prometheus.HistogramVec
+	groupTime *prometheus.HistogramVec
+	grouped   *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -67,6 +71,25 @@ func newMetrics() *metrics {
 		Name: "warren_api_backpressure_rejections_total",
 		Help: "Jobs refused with 503 because their queue was deeper than WARREN_MAX_QUEUE_DEPTH, by queue.",
 	}, []string{"queue"})
+	m.groupJobs = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "warren_api_group_jobs",
+		Help:    "Jobs per group INSERT (step insert) and per group Publish (step publish) of the single submit path, where concurrent submits share them.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
+	}, []string{"step"})
+	m.groupTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "warren_api_group_duration_seconds",
+		Help:    "Time one group INSERT (step insert) or group Publish until confirmed (step publish) of the single submit path took.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"step"})
+	m.grouped = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "warren_api_group_submits_in_progress",
+		Help: "Single submits waiting for their group INSERT (step insert) or group Publish (step publish), or in it.",
+	}, []string{"step"})
+	for _, st := range []string{"insert", "publish"} {
+		m.groupJobs.WithLabelValues(st)
+		m.groupTime.WithLabelValues(st)
+		m.grouped.WithLabelValues(st)
+	}
 	for _, r := range []string{"ok", "failed"} {
 		m.confirms.WithLabelValues(r)
 	}
@@ -74,7 +97,7 @@ func newMetrics() *metrics {
 		m.cacheReads.WithLabelValues(r)
 	}
 	m.reg.MustRegister(m.submits, m.requests, m.durations, m.confirms, m.cacheReads, m.waiters,
-		m.rateLimited, m.rateErrors, m.backpressure,
+		m.rateLimited, m.rateErrors, m.backpressure, m.groupJobs, m.groupTime, m.grouped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

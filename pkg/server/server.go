@@ -103,6 +103,7 @@ type Server struct {
 	waits   *waitHub
 	marks   *publishMarks
 	depths  *depthGuard // nil when MaxQueueDepth is 0
+	groups  *submitGroups
 }
 
 // New returns a Server. The cache may be nil: reads then always use Postgres,
@@ -156,6 +157,7 @@ func New(cfg Config, st *store.Store, br Publisher, ca *cache.Cache, log *slog.L
 	}
 	s.waits = newWaitHub(ca, cfg.FallbackPoll, log)
 	s.marks = newPublishMarks(st, log)
+	s.groups = s.newSubmitGroups()
 	if cfg.MaxQueueDepth > 0 {
 		s.depths = newDepthGuard(br, cfg.MaxQueueDepth, cfg.DepthEvery, log)
 	}
@@ -218,7 +220,10 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 // readyz answers 200 when this api can accept jobs: RabbitMQ is connected and
 // at least one shard answers. Redis is optional: without it reads use Postgres.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	// Answer within a second, below a load balancer's check timeout (2s in
+	// deploy/run.sh), even when a service hangs: a check that times out
+	// takes this api out of rotation, though it may serve well.
+	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
 	defer cancel()
 	status := map[string]string{}
 	ready := true

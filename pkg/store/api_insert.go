@@ -117,8 +117,7 @@ func (s *Store) insertNewJobs(ctx context.Context, shard int, jobs []*job.Job) e
 	if err != nil {
 		return err
 	}
-	_, err = s.shards[shard].ExecContext(ctx, `INSERT INTO jobs (`+newJobColumns+`)
-		SELECT `+newJobColumns+` FROM jsonb_to_recordset($1::jsonb) AS r(`+newJobRecord+`)`, rows)
+	_, err = s.shards[shard].ExecContext(ctx, insertNewJobsSQL, rows)
 	return err
 }
 
@@ -165,4 +164,38 @@ func newJobRowsJSON(jobs []*job.Job) ([]byte, error) {
 		return nil, fmt.Errorf("encode jobs: %w", err) // a payload that is not valid JSON
 	}
 	return b, nil
+}
+
+// InsertBatchRouted is InsertBatch that routes around shards that cannot be
+// dialled, and returns one error per job, in order (nil for a job that
+// committed). The jobs of a shard whose connection failed before anything
+// was sent get fresh ids on the next shard and go in that shard's next
+// statement; a shard that failed in any other way may have committed, so its
+// jobs are never repeated elsewhere and carry its error. A job's id names
+// the shard that holds it.
+func (s *Store) InsertBatchRouted(ctx context.Context, jobs []*job.Job) []error {
+	errs := make([]error, len(jobs))
+	pending := make([]int, len(jobs)) // indexes into jobs still to insert
+	for i := range jobs {
+		pending[i] = i
+	}
+	for round := 0; len(pending) > 0; round++ {
+		batch := make([]*job.Job, len(pending))
+		for k, i := range pending {
+			batch[k] = jobs[i]
+		}
+		shardErrs := s.InsertBatch(ctx, batch)
+		var again []int
+		for _, i := range pending {
+			j := jobs[i]
+			err := shardErrs[j.ID.Shard()]
+			errs[i] = err
+			if err != nil && unreachable(err) && round+1 < len(s.shards) && ctx.Err() == nil {
+				j.ID = job.NewID(j.CreatedAt, (j.ID.Shard()+1)%len(s.shards))
+				again = append(again, i)
+			}
+		}
+		pending = again
+	}
+	return errs
 }

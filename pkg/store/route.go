@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/lib/pq"
+
 	"github.com/warrenhq/warren/pkg/job"
 )
 
@@ -35,9 +37,18 @@ func (s *Store) InsertRouted(ctx context.Context, j *job.Job) error {
 	return fmt.Errorf("no shard took the job: %w", errors.Join(errs...))
 }
 
-// unreachable reports an error from dialling the shard: nothing was sent, so
-// nothing can have been committed.
+// unreachable reports an error from reaching the shard, before any statement
+// was sent, so nothing can have been committed: the dial failed, or the
+// server refused the new connection because it is starting up or shutting
+// down (SQLSTATE 57P03, cannot_connect_now, is only sent at connection start).
 func unreachable(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	var pe *pq.Error
+	return errors.As(err, &pe) && pe.Code == cannotConnectNow
 }
+
+// cannotConnectNow is SQLSTATE 57P03.
+const cannotConnectNow = "57P03"

@@ -1,0 +1,141 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/warrenhq/warren/pkg/coalesce"
+	"github.com/warrenhq/warren/pkg/job"
+)
+
+// CommitterConfig configures a Committer.
+type CommitterConfig struct {
+	// MaxBatch bounds the jobs written by one statement; default 500.
+	MaxBatch int
+	// Timeout bounds one statement, whichever caller leads it; default 10s.
+	Timeout time.Duration
+	// Observe, if set, is told of every statement run: its shard, how many
+	// jobs it carried, how long it took and its error (nil when they
+	// committed).
+	Observe func(shard, jobs int, took time.Duration, err error)
+}
+
+// Committer group-commits new jobs: concurrent Insert calls for one shard
+// are written by one multi-row INSERT, one commit, and each call returns
+// once the statement that carried its job has committed (or failed). A call
+// that finds its shard idle runs at once, alone; calls arriving meanwhile
+// go together in the next statement (see package coalesce). It is safe for
+// concurrent use and starts no goroutine.
+type Committer struct {
+	st     *Store
+	groups []*coalesce.Group[*job.Job, struct{}]
+	stmts  []preparedInsert // per shard
+}
+
+// preparedInsert is one shard's prepared INSERT, nil until first prepared.
+type preparedInsert struct {
+	mu sync.Mutex
+	st *sql.Stmt
+}
+
+// insertNewJobsSQL inserts new jobs passed as one jsonb array.
+const insertNewJobsSQL = `INSERT INTO jobs (` + newJobColumns + `)
+		SELECT ` + newJobColumns + ` FROM jsonb_to_recordset($1::jsonb) AS r(` + newJobRecord + `)`
+
+// NewCommitter returns a Committer over the store's shards.
+func (s *Store) NewCommitter(cfg CommitterConfig) *Committer {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 500
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	c := &Committer{st: s, stmts: make([]preparedInsert, len(s.shards))}
+	for shard := range s.shards {
+		c.groups = append(c.groups, coalesce.New(cfg.MaxBatch, cfg.Timeout,
+			func(ctx context.Context, jobs []*job.Job) ([]struct{}, error) {
+				start := time.Now()
+				err := c.insert(ctx, shard, jobs)
+				if cfg.Observe != nil {
+					cfg.Observe(shard, len(jobs), time.Since(start), err)
+				}
+				if err != nil {
+					return nil, &ShardError{Shard: shard, Err: fmt.Errorf("insert %d jobs: %w", len(jobs), err)}
+				}
+				return make([]struct{}, len(jobs)), nil
+			}))
+	}
+	return c
+}
+
+// Insert stores a new job (only the columns of a new job, as InsertBatch),
+// in a statement shared with the concurrent calls for the same shard. It
+// starts with the shard the job's id names; when that shard cannot even be
+// dialled (nothing was sent, so nothing can have committed), the job gets a
+// fresh id on the next shard and joins that shard's next statement, so
+// submits route around a shard that is down. Any other error is returned as
+// is, for every job of the failed statement: a statement that may have
+// committed is never repeated elsewhere.
+//
+// The statement runs detached from ctx's cancellation, since it carries
+// other callers' jobs too; ctx ending stops only the re-routing.
+func (c *Committer) Insert(ctx context.Context, j *job.Job) error {
+	n := len(c.groups)
+	first := j.ID.Shard()
+	if first >= n {
+		return fmt.Errorf("insert job %s: %w %d", j.ID, ErrBadShard, first)
+	}
+	var errs []error
+	for i := range n {
+		shard := (first + i) % n
+		if i > 0 {
+			j.ID = job.NewID(j.CreatedAt, shard)
+		}
+		_, err := c.groups[shard].Do(ctx, j)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+		if !unreachable(err) || ctx.Err() != nil {
+			break
+		}
+	}
+	return fmt.Errorf("no shard took the job: %w", errors.Join(errs...))
+}
+
+// insert runs one statement for jobs on shard, through the shard's
+// prepared INSERT: one round trip (bind, execute) instead of two.
+func (c *Committer) insert(ctx context.Context, shard int, jobs []*job.Job) error {
+	rows, err := newJobRowsJSON(jobs)
+	if err != nil {
+		return err
+	}
+	stmt, err := c.stmt(ctx, shard)
+	if err != nil {
+		return err
+	}
+	_, err = stmt.ExecContext(ctx, rows)
+	return err
+}
+
+// stmt returns the shard's prepared INSERT, preparing it on first use. A
+// failed prepare is not kept: the next statement tries again. database/sql
+// prepares it again by itself on every new connection.
+func (c *Committer) stmt(ctx context.Context, shard int) (*sql.Stmt, error) {
+	p := &c.stmts[shard]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.st != nil {
+		return p.st, nil
+	}
+	st, err := c.st.shards[shard].PrepareContext(ctx, insertNewJobsSQL)
+	if err != nil {
+		return nil, fmt.Errorf("prepare insert: %w", err)
+	}
+	p.st = st
+	return st, nil
+}
