@@ -5,12 +5,15 @@
 #   deploy/services.sh start   # initialise on first use, start, wait until ready
 #   deploy/services.sh stop    # stop everything this data directory started
 #
+# WARREN_SERVICES (default postgres,rabbitmq,redis) limits start, stop and env to
+# a subset, e.g. WARREN_SERVICES=redis deploy/services.sh stop stops Redis alone.
+#
 # Settings (environment): WARREN_DATA_DIR (.data), WARREN_SHARDS (2),
 # WARREN_PG_PORT (5432), WARREN_AMQP_PORT (5672), WARREN_AMQP_MGMT_PORT (15672),
 # WARREN_AMQP_DIST_PORT (25672), WARREN_EPMD_PORT (4369), WARREN_REDIS_PORT (6379).
 #
 # On start it writes $WARREN_DATA_DIR/services.env with DATABASE_URLS, DATABASE_ADMIN_URL,
-# RABBITMQ_URL, WARREN_RABBITMQ_MGMT_URL and REDIS_URL.
+# RABBITMQ_URL, WARREN_RABBITMQ_MGMT_URL and REDIS_URL (those of the selected services).
 set -euo pipefail
 
 DATA=${WARREN_DATA_DIR:-.data}
@@ -25,6 +28,17 @@ EPMD_PORT=${WARREN_EPMD_PORT:-4369}
 REDIS_PORT=${WARREN_REDIS_PORT:-6379}
 PG_BIN=${WARREN_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 PG_USER=warren-pg # the unprivileged system user Postgres runs as when we are root
+
+declare -A WANT=()
+IFS=, read -ra _selected <<<"${WARREN_SERVICES:-postgres,rabbitmq,redis}"
+for _s in "${_selected[@]}"; do
+  case "$_s" in
+    postgres | rabbitmq | redis) WANT[$_s]=1 ;;
+    "") ;;
+    *) echo "services: WARREN_SERVICES: unknown service \"$_s\" (postgres, rabbitmq, redis)" >&2; exit 2 ;;
+  esac
+done
+want() { [ -n "${WANT[$1]:-}" ]; }
 
 say() { echo "services: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -194,23 +208,41 @@ write_env() {
   for ((i = 0; i < SHARDS; i++)); do
     urls+="${urls:+,}postgres://warren:$(secret postgres)@127.0.0.1:$PG_PORT/warren_$i?sslmode=disable"
   done
-  cat >"$DATA/services.env" <<ENV
-DATABASE_URLS=$urls
-DATABASE_ADMIN_URL=postgres://warren:$(secret postgres)@127.0.0.1:$PG_PORT/postgres?sslmode=disable
-RABBITMQ_URL=amqp://warren:$(secret rabbitmq)@127.0.0.1:$AMQP_PORT/
-WARREN_RABBITMQ_MGMT_URL=http://warren:$(secret rabbitmq)@127.0.0.1:$MGMT_PORT/
-REDIS_URL=redis://:$(secret redis)@127.0.0.1:$REDIS_PORT/0
-ENV
+  # Keep the lines of the services not selected (started by another call).
+  local keep=""
+  if [ -s "$DATA/services.env" ]; then
+    local drop=()
+    ! want postgres || drop+=(DATABASE_URLS DATABASE_ADMIN_URL)
+    ! want rabbitmq || drop+=(RABBITMQ_URL WARREN_RABBITMQ_MGMT_URL)
+    ! want redis || drop+=(REDIS_URL)
+    keep=$(grep -vE "^($(IFS='|'; echo "${drop[*]:-NONE}"))=" "$DATA/services.env" || true)
+  fi
+  {
+    [ -z "$keep" ] || printf '%s\n' "$keep"
+    if want postgres; then
+      echo "DATABASE_URLS=$urls"
+      echo "DATABASE_ADMIN_URL=postgres://warren:$(secret postgres)@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
+    fi
+    if want rabbitmq; then
+      echo "RABBITMQ_URL=amqp://warren:$(secret rabbitmq)@127.0.0.1:$AMQP_PORT/"
+      echo "WARREN_RABBITMQ_MGMT_URL=http://warren:$(secret rabbitmq)@127.0.0.1:$MGMT_PORT/"
+    fi
+    if want redis; then
+      echo "REDIS_URL=redis://:$(secret redis)@127.0.0.1:$REDIS_PORT/0"
+    fi
+  } >"$DATA/services.env"
   chmod 600 "$DATA/services.env"
 }
 
 start() {
-  start_rabbitmq # slowest to boot: start it first, wait for it last
-  start_redis
-  start_postgres
-  wait_port "$REDIS_PORT" Redis 20 "$DATA/redis/redis.log"
-  wait_port "$AMQP_PORT" RabbitMQ 90 "$DATA/rabbitmq/log"
-  wait_port "$MGMT_PORT" "RabbitMQ management" 60 "$DATA/rabbitmq/log"
+  ! want rabbitmq || start_rabbitmq # slowest to boot: start it first, wait for it last
+  ! want redis || start_redis
+  ! want postgres || start_postgres
+  ! want redis || wait_port "$REDIS_PORT" Redis 20 "$DATA/redis/redis.log"
+  if want rabbitmq; then
+    wait_port "$AMQP_PORT" RabbitMQ 90 "$DATA/rabbitmq/log"
+    wait_port "$MGMT_PORT" "RabbitMQ management" 60 "$DATA/rabbitmq/log"
+  fi
   write_env
   say "ready: $DATA/services.env"
 }
@@ -231,20 +263,30 @@ stop_pidfile() { # stop_pidfile FILE NAME
 }
 
 stop() {
-  if [ -s "$DATA/postgres/postmaster.pid" ]; then
-    say "stopping Postgres"
-    as_pg "$PG_BIN/pg_ctl" -D "$DATA/postgres" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+  local ports=()
+  if want postgres; then
+    if [ -s "$DATA/postgres/postmaster.pid" ]; then
+      say "stopping Postgres"
+      as_pg "$PG_BIN/pg_ctl" -D "$DATA/postgres" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+    fi
+    ports+=("$PG_PORT")
   fi
-  stop_pidfile "$DATA/redis/redis.pid" Redis
-  (
-    rabbit_env
-    stop_pidfile "$RABBITMQ_PID_FILE" RabbitMQ
-    stop_pidfile "$DATA/rabbitmq/launcher.pid" "RabbitMQ launcher"
-    # RabbitMQ leaves its own epmd behind; it was started on our private port.
-    epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
-  )
+  if want redis; then
+    stop_pidfile "$DATA/redis/redis.pid" Redis
+    ports+=("$REDIS_PORT")
+  fi
+  if want rabbitmq; then
+    (
+      rabbit_env
+      stop_pidfile "$RABBITMQ_PID_FILE" RabbitMQ
+      stop_pidfile "$DATA/rabbitmq/launcher.pid" "RabbitMQ launcher"
+      # RabbitMQ leaves its own epmd behind; it was started on our private port.
+      epmd -port "$EPMD_PORT" -kill >/dev/null 2>&1 || true
+    )
+    ports+=("$AMQP_PORT" "$MGMT_PORT" "$DIST_PORT" "$EPMD_PORT")
+  fi
   local p
-  for p in "$PG_PORT" "$REDIS_PORT" "$AMQP_PORT" "$MGMT_PORT" "$DIST_PORT" "$EPMD_PORT"; do
+  for p in "${ports[@]}"; do
     wait_closed "$p" 30 || true
   done
 }
