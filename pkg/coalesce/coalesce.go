@@ -12,6 +12,7 @@ package coalesce
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -33,11 +34,12 @@ type Group[In, Out any] struct {
 }
 
 type call[In, Out any] struct {
-	in   In
-	out  Out
-	err  error
-	done bool
-	wake chan struct{} // closed-over signal: done, or lead the group
+	in      In
+	out     Out
+	err     error
+	done    bool
+	leading bool          // handed the lead (set under Group.mu)
+	wake    chan struct{} // one signal: done, or lead the group
 }
 
 // New returns a Group that runs at most max items per batch, each batch
@@ -51,9 +53,12 @@ func New[In, Out any](max int, timeout time.Duration, run RunFunc[In, Out]) *Gro
 }
 
 // Do adds in to the next batch and returns its result once that batch has
-// run. ctx supplies the batch's values (not its cancellation) when this call
-// leads; a caller whose item is queued waits for its batch, which is bounded
-// by the Group's timeout.
+// run. A caller whose item waits behind a running batch gives up when ctx
+// ends: an item still queued is withdrawn (it never runs); one already in a
+// running batch may still take effect, its result unseen. A caller that
+// leads runs its batch with ctx's values and deadline but not its
+// cancellation (the batch serves the others too), for at most the Group's
+// timeout.
 func (g *Group[In, Out]) Do(ctx context.Context, in In) (Out, error) {
 	c := &call[In, Out]{in: in, wake: make(chan struct{}, 1)}
 	g.mu.Lock()
@@ -62,7 +67,15 @@ func (g *Group[In, Out]) Do(ctx context.Context, in In) (Out, error) {
 	g.busy = true
 	g.mu.Unlock()
 	if !lead {
-		<-c.wake
+		select {
+		case <-c.wake:
+		case <-ctx.Done():
+			if g.withdraw(c) {
+				var zero Out
+				return zero, ctx.Err()
+			}
+			<-c.wake // handed the lead meanwhile: the others wait on it
+		}
 		if c.done {
 			return c.out, c.err
 		}
@@ -81,6 +94,7 @@ func (g *Group[In, Out]) Do(ctx context.Context, in In) (Out, error) {
 	g.mu.Lock()
 	if len(g.queue) > 0 {
 		next := g.queue[0]
+		next.leading = true
 		g.mu.Unlock()
 		next.wake <- struct{}{}
 	} else {
@@ -90,13 +104,32 @@ func (g *Group[In, Out]) Do(ctx context.Context, in In) (Out, error) {
 	return c.out, c.err
 }
 
+// withdraw takes a caller that gave up out of the queue and reports true,
+// unless it has been handed the lead, which it must take. A call already
+// taken into a batch is left to it: its result and wake-up go unread.
+func (g *Group[In, Out]) withdraw(c *call[In, Out]) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if c.leading {
+		return false
+	}
+	if i := slices.Index(g.queue, c); i >= 0 {
+		g.queue = slices.Delete(g.queue, i, i+1)
+	}
+	return true
+}
+
 // flush runs one batch and answers its calls, waking all but self.
 func (g *Group[In, Out]) flush(ctx context.Context, batch []*call[In, Out], self *call[In, Out]) {
 	items := make([]In, len(batch))
 	for i, c := range batch {
 		items[i] = c.in
 	}
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.timeout)
+	end := time.Now().Add(g.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(end) {
+		end = d
+	}
+	bctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), end)
 	outs, err := g.run(bctx, items)
 	cancel()
 	if err == nil && len(outs) != len(batch) {

@@ -141,3 +141,117 @@ func TestBatchContextIsDetached(t *testing.T) {
 		t.Errorf("got %v, want the group's deadline", err)
 	}
 }
+
+// A caller queued behind a running batch gives up when its context ends:
+// its item is withdrawn and never runs, and the group goes on serving.
+func TestQueuedCallerGivesUpAtItsDeadline(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var ran sync.Map
+	g := New(8, 10*time.Second, func(_ context.Context, in []string) ([]string, error) {
+		for _, v := range in {
+			ran.Store(v, true)
+			if v == "slow" {
+				<-release
+			}
+		}
+		return in, nil
+	})
+	leaderDone := make(chan error, 1)
+	go func() {
+		_, err := g.Do(context.Background(), "slow")
+		leaderDone <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := ran.Load("slow"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first batch never started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := g.Do(ctx, "impatient"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("queued caller past its deadline: %v", err)
+	}
+	close(release)
+	if err := <-leaderDone; err != nil {
+		t.Fatal(err)
+	}
+	if got, err := g.Do(context.Background(), "after"); err != nil || got != "after" {
+		t.Fatalf("after: %q %v", got, err)
+	}
+	if _, ok := ran.Load("impatient"); ok {
+		t.Error("a withdrawn item ran")
+	}
+}
+
+// Many callers, some giving up at random: everyone who waits gets their own
+// result, the lead is never lost, and the group ends idle.
+func TestCallersGivingUpNeverStallTheGroup(t *testing.T) {
+	t.Parallel()
+	g := New(5, 10*time.Second, func(_ context.Context, in []int) ([]int, error) {
+		time.Sleep(time.Duration(len(in)) * 100 * time.Microsecond) // the work of a batch
+		out := make([]int, len(in))
+		for i, v := range in {
+			out[i] = -v
+		}
+		return out, nil
+	})
+	var wg sync.WaitGroup
+	var patient, impatient atomic.Int32
+	for i := range 400 {
+		wg.Go(func() {
+			ctx := context.Background()
+			if i%3 == 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, time.Duration(i%7)*100*time.Microsecond)
+				defer cancel()
+			}
+			got, err := g.Do(ctx, i)
+			switch {
+			case err == nil && got == -i:
+				patient.Add(1)
+			case err != nil && i%3 == 0 && errors.Is(err, context.DeadlineExceeded):
+				impatient.Add(1)
+			default:
+				t.Errorf("call %d: %d, %v", i, got, err)
+			}
+		})
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(60 * time.Second):
+		t.Fatal("callers still waiting after 60s: the lead was lost")
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.busy || len(g.queue) != 0 {
+		t.Errorf("group not idle: busy %v, %d queued", g.busy, len(g.queue))
+	}
+	t.Logf("%d answered, %d gave up", patient.Load(), impatient.Load())
+}
+
+// A batch ends by its leader's deadline when that comes before the
+// Group's timeout.
+func TestBatchEndsByTheLeadersDeadline(t *testing.T) {
+	t.Parallel()
+	g := New(4, time.Hour, func(ctx context.Context, in []int) ([]int, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := g.Do(ctx, 1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the batch ran %v, past its leader's deadline", d)
+	}
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -89,5 +90,10 @@ func (s *Server) publishOne(ctx context.Context, j *job.Job) error {
 	s.groups.inPublish.Inc()
 	defer s.groups.inPublish.Dec()
 	_, err := s.groups.publishes[j.ID.Shard()%len(s.groups.publishes)].Do(ctx, j)
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		// Gave up waiting behind a stuck publish: answered without a
+		// confirm; the message goes with its batch or the relay sends it.
+		s.metrics.confirms.WithLabelValues("timeout").Inc()
+	}
 	return err
 }

@@ -82,7 +82,11 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, tenant string) {
 	s.failpoint("after-commit")
 	s.metrics.submits.WithLabelValues(j.Queue, j.Type).Inc()
 	if j.State == job.Queued {
-		_ = s.publishOne(r.Context(), j)
+		// At most the publish timeout, queued behind a stuck batch or not;
+		// a client that hangs up does not withdraw the message.
+		ctx, cancel := detached(r, s.cfg.PublishTimeout)
+		_ = s.publishOne(ctx, j)
+		cancel()
 	}
 	s.answerJob(w, r, tenant, j, wait, http.StatusAccepted)
 }

@@ -48,7 +48,7 @@ func newMetrics() *metrics {
 		}, []string{"route"}),
 		confirms: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "warren_api_publish_confirms_total",
-			Help: "Job messages published to RabbitMQ, by result: ok (confirmed) or failed (left to the scheduler's relay).",
+			Help: "Job messages published to RabbitMQ, by result: ok (confirmed), failed (left to the scheduler's relay) or timeout (answered before the confirm; published late or by the relay).",
 		}, []string{"result"}),
 		cacheReads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "warren_api_cache_reads_total",
@@ -90,7 +90,7 @@ func newMetrics() *metrics {
 		m.groupTime.WithLabelValues(st)
 		m.grouped.WithLabelValues(st)
 	}
-	for _, r := range []string{"ok", "failed"} {
+	for _, r := range []string{"ok", "failed", "timeout"} {
 		m.confirms.WithLabelValues(r)
 	}
 	for _, r := range []string{"hit", "miss", "error"} {
