@@ -252,7 +252,7 @@ func settings(ctx context.Context, cfg Config) Settings {
 		N:                 cfg.N,
 		Clients:           cfg.Clients,
 		BatchSize:         cfg.BatchSize,
-		Completion:        "GET /v1/queues polled every 20 ms until the queue has nothing ready, running, scheduled or retrying",
+		Completion:        "GET /v1/queues polled every 200 ms until the queue has nothing ready, running, scheduled or retrying",
 	}
 	if len(cfg.DatabaseURLs) > 0 {
 		if f, sc, err := pgDurability(ctx, cfg.DatabaseURLs[0]); err == nil {
