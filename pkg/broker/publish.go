@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -194,9 +195,12 @@ func (b *Broker) takePub(ctx context.Context) (*pubChannel, error) {
 		}
 		b.mu.Unlock()
 
-		pc, err := openPub(conn)
+		pc, err := b.openPubWithin(ctx, conn)
 		if err == nil {
 			return pc, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
 		}
 		if conn.IsClosed() {
 			b.markDown(conn, err)
@@ -237,6 +241,55 @@ func (b *Broker) putPub(pc *pubChannel, healthy bool) {
 		defer b.wg.Done()
 		closeChannel(pc.ch)
 	}()
+}
+
+// openPubWithin opens a confirm channel on conn, giving up when ctx ends.
+// Opening waits for the server's replies, and the client library takes no
+// context: a server that stopped answering would hold the caller (a submit
+// bounded by its publish timeout) until it answers again. A channel that
+// opens after the caller gave up joins the pool.
+func (b *Broker) openPubWithin(ctx context.Context, conn *amqp.Connection) (*pubChannel, error) {
+	type opened struct {
+		pc  *pubChannel
+		err error
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, ErrClosed
+	}
+	b.wg.Add(1)
+	b.mu.Unlock()
+	var (
+		mu        sync.Mutex
+		abandoned bool
+		res       = make(chan opened, 1)
+	)
+	go func() {
+		defer b.wg.Done()
+		pc, err := openPub(conn)
+		mu.Lock()
+		defer mu.Unlock()
+		if !abandoned {
+			res <- opened{pc, err} // buffered: never blocks
+		} else if err == nil {
+			b.putPub(pc, true)
+		}
+	}()
+	select {
+	case r := <-res:
+		return r.pc, r.err
+	case <-ctx.Done():
+		mu.Lock()
+		defer mu.Unlock()
+		abandoned = true
+		select {
+		case r := <-res: // it opened just now
+			return r.pc, r.err
+		default:
+			return nil, fmt.Errorf("open a publish channel: %w", ctx.Err())
+		}
+	}
 }
 
 // openPub opens a channel on conn and puts it in confirm mode.
