@@ -3,6 +3,7 @@ package job
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -91,6 +92,40 @@ func FuzzParseID(f *testing.F) {
 		back, err := ParseID(id.String())
 		if err != nil || back != id {
 			t.Fatalf("%q parsed to %s which does not parse back: %v", s, id, err)
+		}
+	})
+}
+
+// FuzzDecodeMessage: the broker message decoder never panics; what it
+// accepts names a job and encodes back to a message it accepts alike.
+func FuzzDecodeMessage(f *testing.F) {
+	id := NewID(time.Unix(1_800_000_000, 0), 1)
+	for _, seed := range []string{
+		`{"id":"` + id.String() + `","type":"echo"}`,
+		`{"type":"echo"}`, `{"id":"nope"}`, `not json`, ``, `null`, `[]`,
+		`{"id":"` + id.String() + `","type":"echo","extra":[1,2,3]}`,
+		"{\"id\":\"\xff\",\"type\":1}",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		m, err := DecodeMessage(body)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "undecodable: ") {
+				t.Fatalf("error %q does not say the message is undecodable", err)
+			}
+			return
+		}
+		if m.ID.IsZero() {
+			t.Fatalf("accepted %q without a job id", body)
+		}
+		again, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := DecodeMessage(again)
+		if err != nil || back != m {
+			t.Fatalf("accepted %q; its encoding %s decodes to %+v, %v", body, again, back, err)
 		}
 	})
 }

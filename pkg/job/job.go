@@ -3,6 +3,7 @@ package job
 import (
 	"database/sql/driver"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -80,6 +81,19 @@ func (j *Job) Timeout() time.Duration { return time.Duration(j.TimeoutMS) * time
 type Message struct {
 	ID   ID     `json:"id"`
 	Type string `json:"type"`
+}
+
+// DecodeMessage reads a message body as RabbitMQ delivers it. A body that is
+// not a message, or names no job, is an error: the worker dead-letters it.
+func DecodeMessage(body []byte) (Message, error) {
+	var m Message
+	if err := json.Unmarshal(body, &m); err != nil {
+		return Message{}, fmt.Errorf("undecodable: %w", err)
+	}
+	if m.ID.IsZero() {
+		return Message{}, errors.New("undecodable: the message has no job id")
+	}
+	return m, nil
 }
 
 // JSON is a raw JSON value that may be absent. It marshals as itself (or null

@@ -3,6 +3,9 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"testing"
 	"time"
 
@@ -54,6 +57,25 @@ func FuzzCursor(f *testing.F) {
 		}
 		if got := cursor(id); got != s {
 			t.Fatalf("cursor %q parsed to %s, which encodes as %q", s, id, got)
+		}
+	})
+}
+
+// FuzzWaitParam: ?wait never panics, and what it accepts is within 0 and
+// MaxWait (whole seconds included, however large); what it refuses is a 4xx.
+func FuzzWaitParam(f *testing.F) {
+	for _, seed := range []string{"5s", "30", "0", "-1", "1h", "9223372037", "99999999999999999999", "1e3", "5s5", ""} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		r := httptest.NewRequest(http.MethodGet, "/v1/jobs/x?wait="+url.QueryEscape(v), nil)
+		w := httptest.NewRecorder()
+		d, ok := waitParam(w, r)
+		switch {
+		case ok && (d < 0 || d > MaxWait):
+			t.Fatalf("wait=%q accepted as %v, outside 0..%v", v, d, MaxWait)
+		case !ok && (w.Code < 400 || w.Code > 499):
+			t.Fatalf("wait=%q refused with %d", v, w.Code)
 		}
 	})
 }

@@ -223,7 +223,11 @@ func waitParam(w http.ResponseWriter, r *http.Request) (time.Duration, bool) {
 			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("wait=%q is not a duration such as \"30s\"", truncate(v, 40)))
 			return 0, false
 		}
-		d = time.Duration(n) * time.Second
+		if n < 0 || n > int(MaxWait/time.Second) {
+			writeProblem(w, http.StatusUnprocessableEntity, fmt.Sprintf("wait must be between 0s and %v, got %s", MaxWait, truncate(v, 40)))
+			return 0, false
+		}
+		d = time.Duration(n) * time.Second // in range: cannot overflow
 	}
 	if d < 0 || d > MaxWait {
 		writeProblem(w, http.StatusUnprocessableEntity, fmt.Sprintf("wait must be between 0s and %v, got %s", MaxWait, truncate(v, 40)))

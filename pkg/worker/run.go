@@ -148,13 +148,9 @@ func (r *runner) run(ctx context.Context) error {
 // receive takes a message from a consumer. It must not block: the consumer
 // waits for it.
 func (r *runner) receive(ctx context.Context, d *broker.Delivery) {
-	var m job.Message
-	if err := json.Unmarshal(d.Body, &m); err != nil || m.ID.IsZero() {
-		why := "the message has no job id"
-		if err != nil {
-			why = err.Error()
-		}
-		r.deadLetter(ctx, d, "undecodable: "+why)
+	m, err := job.DecodeMessage(d.Body)
+	if err != nil {
+		r.deadLetter(ctx, d, err.Error())
 		return
 	}
 	reg, ok := r.regs[m.Type]
