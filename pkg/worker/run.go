@@ -212,9 +212,11 @@ func (r *runner) process(workCtx context.Context, p *pending) {
 	cancelled, stopListening := r.cancels.Wait(p.msg.ID)
 	defer stopListening()
 
-	// The claim shares one statement with the other claims on its shard;
-	// its batch is bounded by writeTimeout.
-	j, err := r.batches.claim(workCtx, p.msg.ID)
+	// The claim shares one statement with the other claims on its shard,
+	// bounded by writeTimeout. It is not cancelled with workCtx: a caller
+	// that gave up could not know whether its claim committed, and a job
+	// claimed but not run would wait for its lease to run out.
+	j, err := r.batches.claim(context.WithoutCancel(workCtx), p.msg.ID)
 	switch {
 	case errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound):
 		// Finished, cancelled, or held by another worker: the message is stale.
