@@ -16,10 +16,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/warrenhq/warren/pkg/proctest"
+	"github.com/warrenhq/warren/pkg/stacktest"
 )
 
 // Deadlines per phase; together well under the two minutes the test usually takes
@@ -252,12 +254,12 @@ func (s *stack) url(port int, path string) string {
 // start `make run`.
 type run struct {
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *proctest.Buffer
 	done chan struct{}
 	err  error // valid once done is closed
 }
 
-func (s *stack) command(out *lockedBuffer) *exec.Cmd {
+func (s *stack) command(out *proctest.Buffer) *exec.Cmd {
 	cmd := exec.Command(filepath.Join(s.root, "deploy", "run.sh"))
 	cmd.Dir = s.root
 	cmd.Env = s.env
@@ -271,7 +273,7 @@ func (s *stack) command(out *lockedBuffer) *exec.Cmd {
 
 func (s *stack) start(t *testing.T) *run {
 	t.Helper()
-	r := &run{out: &lockedBuffer{}, done: make(chan struct{})}
+	r := &run{out: &proctest.Buffer{}, done: make(chan struct{})}
 	r.cmd = s.command(r.out)
 	if err := r.cmd.Start(); err != nil {
 		t.Fatalf("start deploy/run.sh: %v", err)
@@ -282,7 +284,7 @@ func (s *stack) start(t *testing.T) *run {
 	}()
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("deploy/run.sh (pid %d) output, last lines:\n%s", r.cmd.Process.Pid, r.out.tail(150))
+			t.Logf("deploy/run.sh (pid %d) output, last lines:\n%s", r.cmd.Process.Pid, tail(r.out, 150))
 		}
 		r.stop(t)
 	})
@@ -317,18 +319,14 @@ func (r *run) exited() bool {
 
 func (r *run) waitReady(t *testing.T, s *stack) {
 	t.Helper()
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		if r.exited() {
-			t.Fatalf("deploy/run.sh exited before the stack was ready: %v", r.err)
-		}
-		if s.status(t, s.ports["WARREN_HTTP_PORT"], "/readyz") == http.StatusOK {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("HAProxy on port %d did not answer /readyz with 200 within %s", s.ports["WARREN_HTTP_PORT"], readyTimeout)
-		}
-		time.Sleep(250 * time.Millisecond)
+	ready := stacktest.Until(readyTimeout, func() bool {
+		return r.exited() || s.status(t, s.ports["WARREN_HTTP_PORT"], "/readyz") == http.StatusOK
+	})
+	switch {
+	case r.exited():
+		t.Fatalf("deploy/run.sh exited before the stack was ready: %v", r.err)
+	case !ready:
+		t.Fatalf("HAProxy on port %d did not answer /readyz with 200 within %s", s.ports["WARREN_HTTP_PORT"], readyTimeout)
 	}
 }
 
@@ -370,7 +368,7 @@ func (r *run) waitExit(t *testing.T, sig syscall.Signal) {
 
 func (s *stack) checkSecondRunRefused(t *testing.T, firstPid int) {
 	t.Helper()
-	out := &lockedBuffer{}
+	out := &proctest.Buffer{}
 	cmd := s.command(out)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -383,7 +381,7 @@ func (s *stack) checkSecondRunRefused(t *testing.T, firstPid int) {
 	case <-time.After(refuseTimeout):
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
-		t.Fatalf("a second deploy/run.sh did not give up within %s:\n%s", refuseTimeout, out.tail(40))
+		t.Fatalf("a second deploy/run.sh did not give up within %s:\n%s", refuseTimeout, tail(out, 40))
 	}
 	if err == nil {
 		t.Fatalf("a second deploy/run.sh exited 0, want an error:\n%s", out)
@@ -513,21 +511,21 @@ func (s *stack) submitEcho(t *testing.T, token string) string {
 
 func (s *stack) waitSucceeded(t *testing.T, token, id string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		code, body := s.do(t, http.MethodGet, "/v1/jobs/"+id, token, nil)
-		var j jobView
-		if code == http.StatusOK && json.Unmarshal(body, &j) == nil && j.State == "succeeded" {
-			var got any
-			if err := json.Unmarshal(j.Result, &got); err != nil || !reflect.DeepEqual(got, map[string]any{"hello": "world"}) {
-				t.Fatalf("job %s succeeded with result %s, want {\"hello\":\"world\"}", id, j.Result)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s not succeeded within %s; last GET: %d %s", id, timeout, code, body)
-		}
-		time.Sleep(200 * time.Millisecond)
+	var (
+		code int
+		body []byte
+		j    jobView
+	)
+	if !stacktest.Until(timeout, func() bool {
+		code, body = s.do(t, http.MethodGet, "/v1/jobs/"+id, token, nil)
+		j = jobView{}
+		return code == http.StatusOK && json.Unmarshal(body, &j) == nil && j.State == "succeeded"
+	}) {
+		t.Fatalf("job %s not succeeded within %s; last GET: %d %s", id, timeout, code, body)
+	}
+	var got any
+	if err := json.Unmarshal(j.Result, &got); err != nil || !reflect.DeepEqual(got, map[string]any{"hello": "world"}) {
+		t.Fatalf("job %s succeeded with result %s, want {\"hello\":\"world\"}", id, j.Result)
 	}
 }
 
@@ -536,16 +534,12 @@ func (s *stack) waitSucceeded(t *testing.T, token, id string, timeout time.Durat
 // processes all carry it in their command line or environment).
 func (s *stack) checkNothingLeft(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(goneTimeout)
-	for {
-		bound, procs := s.leftovers()
-		if len(bound) == 0 && len(procs) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after deploy/run.sh exited: ports still accepting connections: %v; processes still running: %v", bound, procs)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var bound, procs []string
+	if !stacktest.Until(goneTimeout, func() bool {
+		bound, procs = s.leftovers()
+		return len(bound) == 0 && len(procs) == 0
+	}) {
+		t.Fatalf("after deploy/run.sh exited: ports still accepting connections: %v; processes still running: %v", bound, procs)
 	}
 }
 
@@ -618,26 +612,9 @@ func changedKeys(before, after map[string]string) []string {
 	return changed
 }
 
-// lockedBuffer collects a process's output; os/exec writes to it from its own goroutine.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *lockedBuffer) tail(n int) string {
-	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
+// tail returns the last n lines of a process's output.
+func tail(out *proctest.Buffer, n int) string {
+	lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}

@@ -1,7 +1,6 @@
 package autoscale
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -17,25 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/warrenhq/warren/pkg/proctest"
 )
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -50,7 +32,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 type localRun struct {
 	l    *Local
-	out  *syncBuffer
+	out  *proctest.Buffer
 	dir  string
 	reg  *prometheus.Registry
 	stop func() error
@@ -63,7 +45,7 @@ func startLocal(t *testing.T, mode string, cfg LocalConfig) *localRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &localRun{out: &syncBuffer{}, dir: t.TempDir(), reg: prometheus.NewRegistry()}
+	r := &localRun{out: &proctest.Buffer{}, dir: t.TempDir(), reg: prometheus.NewRegistry()}
 	cfg.Command = exe
 	cfg.Env = []string{"WARREN_FAKE_WORKER=1", "FAKE_MODE=" + mode, "FAKE_DRAIN_MS=300", "FAKE_DIR=" + r.dir, "PORT=1", "PS=scheduler.1"}
 	cfg.Output = r.out

@@ -32,17 +32,16 @@ func fakeWorker() int {
 	fmt.Fprintln(os.Stderr, "a line on stderr")
 	switch os.Getenv("FAKE_MODE") {
 	case "crash":
-		time.Sleep(20 * time.Millisecond)
 		return 3
 	case "stubborn":
 		signal.Ignore(syscall.SIGTERM)
-		time.Sleep(time.Hour)
+		<-term // never: SIGTERM is ignored; only SIGKILL ends it
 		return 0
 	default: // graceful: on SIGTERM, finish the "running jobs", then exit
 		<-term
 		fmt.Println("draining")
 		drain, _ := strconv.Atoi(os.Getenv("FAKE_DRAIN_MS"))
-		time.Sleep(time.Duration(drain) * time.Millisecond)
+		time.Sleep(time.Duration(drain) * time.Millisecond) // the "running jobs" finishing: simulated work
 		_ = os.WriteFile(filepath.Join(os.Getenv("FAKE_DIR"), os.Getenv("PS")+".done"), []byte("drained"), 0o600)
 		return 0
 	}

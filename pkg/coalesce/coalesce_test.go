@@ -3,9 +3,11 @@ package coalesce
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -34,69 +36,56 @@ func TestLoneCallRunsAlone(t *testing.T) {
 // Calls that arrive while a batch runs go together in the next one, each
 // answered with its own result, no batch larger than the bound.
 func TestConcurrentCallsShareBatches(t *testing.T) {
-	t.Parallel()
-	const callers, bound = 200, 16
-	release := make(chan struct{})
-	var running, batches, largest atomic.Int32
-	g := New(bound, 5*time.Second, func(_ context.Context, in []int) ([]int, error) {
-		if running.Add(1) != 1 {
-			t.Error("two batches ran at once")
-		}
-		defer running.Add(-1)
-		if batches.Add(1) == 1 {
-			<-release // hold the first batch until every caller has queued
-		}
-		if n := int32(len(in)); n > largest.Load() {
-			largest.Store(n)
-		}
-		out := make([]int, len(in))
-		for i, v := range in {
-			out[i] = v + 1000
-		}
-		return out, nil
-	})
-	var wg sync.WaitGroup
-	errs := make(chan error, callers)
-	for i := range callers {
-		wg.Go(func() {
-			got, err := g.Do(context.Background(), i)
-			if err == nil && got != i+1000 {
-				err = errors.New("wrong result")
+	synctest.Test(t, func(t *testing.T) {
+		const callers, bound = 200, 16
+		release := make(chan struct{})
+		var running, batches, largest atomic.Int32
+		g := New(bound, 5*time.Second, func(_ context.Context, in []int) ([]int, error) {
+			if running.Add(1) != 1 {
+				t.Error("two batches ran at once")
 			}
-			if err != nil {
-				errs <- err
+			defer running.Add(-1)
+			if batches.Add(1) == 1 {
+				<-release // hold the first batch until every caller has queued
 			}
+			if n := int32(len(in)); n > largest.Load() {
+				largest.Store(n)
+			}
+			out := make([]int, len(in))
+			for i, v := range in {
+				out[i] = v + 1000
+			}
+			return out, nil
 		})
-	}
-	// Every caller but the leader is queued once the queue holds callers-1.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+		var wg sync.WaitGroup
+		for i := range callers {
+			wg.Go(func() {
+				got, err := g.Do(context.Background(), i)
+				if err != nil || got != i+1000 {
+					t.Errorf("Do(%d) = %d, %v", i, got, err)
+				}
+			})
+		}
+		// Every goroutine blocked: the leader on release, the rest queued.
+		synctest.Wait()
 		g.mu.Lock()
-		n := len(g.queue)
+		queued := len(g.queue)
 		g.mu.Unlock()
-		if n == callers-1 {
-			break
+		if queued != callers-1 {
+			t.Fatalf("%d callers queued behind the first batch, want %d", queued, callers-1)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d callers queued", n)
+		close(release)
+		wg.Wait()
+		if b := batches.Load(); b > 1+(callers-1+bound-1)/bound {
+			t.Errorf("%d batches for %d calls with bound %d", b, callers, bound)
 		}
-		time.Sleep(time.Millisecond)
-	}
-	close(release)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	if b := batches.Load(); b > 1+(callers-1+bound-1)/bound {
-		t.Errorf("%d batches for %d calls with bound %d", b, callers, bound)
-	}
-	if largest.Load() != bound {
-		t.Errorf("largest batch %d, want the bound %d", largest.Load(), bound)
-	}
-	if g.busy || len(g.queue) != 0 {
-		t.Error("group not idle after the last call")
-	}
+		if largest.Load() != bound {
+			t.Errorf("largest batch %d, want the bound %d", largest.Load(), bound)
+		}
+		if g.busy || len(g.queue) != 0 {
+			t.Error("group not idle after the last call")
+		}
+	})
 }
 
 // A batch error reaches every caller of that batch; the next batch is
@@ -146,12 +135,13 @@ func TestBatchContextIsDetached(t *testing.T) {
 // its item is withdrawn and never runs, and the group goes on serving.
 func TestQueuedCallerGivesUpAtItsDeadline(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
+	started, release := make(chan struct{}), make(chan struct{})
 	var ran sync.Map
 	g := New(8, 10*time.Second, func(_ context.Context, in []string) ([]string, error) {
 		for _, v := range in {
 			ran.Store(v, true)
 			if v == "slow" {
+				close(started)
 				<-release
 			}
 		}
@@ -162,16 +152,7 @@ func TestQueuedCallerGivesUpAtItsDeadline(t *testing.T) {
 		_, err := g.Do(context.Background(), "slow")
 		leaderDone <- err
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, ok := ran.Load("slow"); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the first batch never started")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	<-started
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := g.Do(ctx, "impatient"); !errors.Is(err, context.DeadlineExceeded) {
@@ -194,7 +175,9 @@ func TestQueuedCallerGivesUpAtItsDeadline(t *testing.T) {
 func TestCallersGivingUpNeverStallTheGroup(t *testing.T) {
 	t.Parallel()
 	g := New(5, 10*time.Second, func(_ context.Context, in []int) ([]int, error) {
-		time.Sleep(time.Duration(len(in)) * 100 * time.Microsecond) // the work of a batch
+		for range 10 * len(in) { // the work of a batch: others queue meanwhile
+			runtime.Gosched()
+		}
 		out := make([]int, len(in))
 		for i, v := range in {
 			out[i] = -v

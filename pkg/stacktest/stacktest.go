@@ -178,13 +178,22 @@ func StartWorker(tb testing.TB, w *worker.Worker) (stop func() error) {
 // test with msg if it is not within d.
 func Eventually(tb testing.TB, d time.Duration, msg string, cond func() bool) {
 	tb.Helper()
+	if !Until(d, cond) {
+		tb.Fatalf("not within %v: %s", d, msg)
+	}
+}
+
+// Until polls cond, backing off from 1ms to 100ms, until it holds (true) or
+// d has passed (false), for callers that report the failure themselves.
+func Until(d time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
 	for delay := time.Millisecond; !cond(); delay = min(delay*2, 100*time.Millisecond) {
 		if time.Now().After(deadline) {
-			tb.Fatalf("not within %v: %s", d, msg)
+			return false
 		}
 		time.Sleep(delay)
 	}
+	return true
 }
 
 func logger() *slog.Logger {

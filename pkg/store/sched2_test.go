@@ -11,6 +11,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/warrenhq/warren/pkg/job"
+	"github.com/warrenhq/warren/pkg/stacktest"
 	"github.com/warrenhq/warren/pkg/store"
 	"github.com/warrenhq/warren/pkg/store/storetest"
 )
@@ -420,32 +421,24 @@ func TestElectorOneLeaderPerClusterAndLossOfTheSession(t *testing.T) {
 	if err := a.Check(ctx); err == nil || a.Held() {
 		t.Fatal("Check passed after the leader's session was terminated")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got, err := b.TryAcquire(ctx)
-		if got {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the standby did not take over: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !stacktest.Until(10*time.Second, func() bool {
+		var got bool
+		got, err = b.TryAcquire(ctx)
+		return got
+	}) {
+		t.Fatalf("the standby did not take over: %v", err)
 	}
 	if got, err := a.TryAcquire(ctx); got || err != nil {
 		t.Fatalf("the old leader took the lock back: %v, %v", got, err)
 	}
 	// A clean Drop frees it as soon as Postgres has ended the session.
 	b.Drop()
-	deadline = time.Now().Add(5 * time.Second)
-	for {
-		got, err := a.TryAcquire(ctx)
-		if got {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("TryAcquire after the leader dropped = %v, %v", got, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !stacktest.Until(5*time.Second, func() bool {
+		var got bool
+		got, err = a.TryAcquire(ctx)
+		return got
+	}) {
+		t.Fatalf("TryAcquire after the leader dropped = false, %v", err)
 	}
 }
 
@@ -467,14 +460,11 @@ func TestElectorSessionTimeoutFreesTheLockOfAFrozenLeader(t *testing.T) {
 	}
 	// The leader runs no Check (it froze); Postgres ends its idle session.
 	start := time.Now()
-	for {
-		if got, _ := standby.TryAcquire(ctx); got {
-			break
-		}
-		if time.Since(start) > 15*time.Second {
-			t.Fatal("the lock of a silent leader was never freed")
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !stacktest.Until(15*time.Second, func() bool {
+		got, _ := standby.TryAcquire(ctx)
+		return got
+	}) {
+		t.Fatal("the lock of a silent leader was never freed")
 	}
 	t.Logf("a silent leader's lock was freed after %s", time.Since(start).Round(time.Millisecond))
 	if err := frozen.Check(ctx); err == nil {
