@@ -18,8 +18,14 @@
 #   WARREN_HTTP_PORT    8080                           HAProxy, the stack's front door
 #   WARREN_SHARDS       2                              Postgres shard databases
 #   WARREN_STOP_TIMEOUT 40                             seconds processes get to stop (foreman -t)
+#   WARREN_READY_TIMEOUT 120                           seconds to wait for the web processes and HAProxy
+#   WARREN_AUTOSCALE_MAX 20                            most workers the scheduler runs (local); their
+#                                                      ports are checked free before start and after stop
+#   WARREN_SERVICES     postgres,rabbitmq,redis        deploy/services.sh's; the stack needs all three
+#   WARREN_PG_BIN       newest /usr/lib/postgresql/*/bin  deploy/services.sh's: Postgres's binaries
 # With DATABASE_URLS, RABBITMQ_URL and REDIS_URL all set, those services are used
-# and none are started.
+# and none are started. .foreman's formation is plain `foreman start`'s; this
+# script passes its own (-m).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,6 +62,18 @@ for v in WARREN_WEB_PORT:$WEB_PORT WARREN_HTTP_PORT:$HTTP_PORT; do
   is_port "${v#*:}" || die "${v%%:*}=${v#*:} is not a port number"
 done
 [[ $STOP_TIMEOUT =~ ^[0-9]+$ ]] || die "WARREN_STOP_TIMEOUT=$STOP_TIMEOUT is not a number of seconds"
+READY_TIMEOUT=${WARREN_READY_TIMEOUT:-120}
+[[ $READY_TIMEOUT =~ ^[0-9]+$ ]] || die "WARREN_READY_TIMEOUT=$READY_TIMEOUT is not a number of seconds"
+AUTOSCALE_MAX=${WARREN_AUTOSCALE_MAX:-20}
+[[ $AUTOSCALE_MAX =~ ^[0-9]+$ ]] || die "WARREN_AUTOSCALE_MAX=$AUTOSCALE_MAX is not a whole number"
+# deploy/services.sh can start a subset of the services (WARREN_SERVICES); a
+# stack it starts the services for needs all three.
+if [ -z "${DATABASE_URLS:-}" ] || [ -z "${RABBITMQ_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
+  for s in postgres rabbitmq redis; do
+    [[ ,${WARREN_SERVICES:-postgres,rabbitmq,redis}, == *,$s,* ]] ||
+      die "WARREN_SERVICES=$WARREN_SERVICES leaves out $s, which the stack needs; unset it (to use services of your own, set DATABASE_URLS, RABBITMQ_URL and REDIS_URL)"
+  done
+fi
 
 mkdir -p "$DATA"
 DATA=$(cd "$DATA" && pwd)
@@ -115,7 +133,7 @@ if [ "$AUTOSCALE" = local ]; then
   [ "$worker_index" -ge 0 ] || die "WARREN_AUTOSCALE=local needs a worker line in the Procfile"
   # The scheduler gives its workers the ports foreman would have: worker.1 first.
   AUTOSCALE_PORT=$((BASE_PORT + 100 * worker_index))
-  for ((n = 0; n < ${WARREN_AUTOSCALE_MAX:-20}; n++)); do PROC_PORTS+=($((AUTOSCALE_PORT + n))); done
+  for ((n = 0; n < 10#$AUTOSCALE_MAX; n++)); do PROC_PORTS+=($((AUTOSCALE_PORT + n))); done
 fi
 
 # --- stopping -----------------------------------------------------------------
@@ -411,7 +429,7 @@ wait_ready() {
   done
 }
 
-READY_DEADLINE=$((SECONDS + ${WARREN_READY_TIMEOUT:-120}))
+READY_DEADLINE=$((SECONDS + 10#$READY_TIMEOUT))
 ready=true
 # HAProxy starts once the web processes answer, so its first health checks pass.
 wait_ready "${WEB_PORTS[@]}" || ready=false
@@ -446,7 +464,7 @@ run: ready: http://localhost:$HTTP_PORT (HAProxy → web ×$WEB_COUNT; $FORMATIO
 
 READY
 else
-  say "warning: not ready after ${WARREN_READY_TIMEOUT:-120}s (still waiting on ports ${PENDING[*]}); see the output above. Still running; Ctrl-C stops everything"
+  say "warning: not ready after ${READY_TIMEOUT}s (still waiting on ports ${PENDING[*]}); see the output above. Still running; Ctrl-C stops everything"
 fi
 
 # Run until stopped; if foreman (one of its processes ended) or HAProxy exits, stop it all.

@@ -1,8 +1,13 @@
 // Package runtest tests `make run` (deploy/run.sh) from the outside, the way a
-// developer uses it: it starts the whole local stack on free ports with its own
-// data directory and env file, submits a job through HAProxy, stops the stack
-// with Ctrl-C and SIGTERM, and checks that nothing is left running and that the
-// data and the generated tokens survive a restart.
+// developer uses it, on free ports with its own data directory and env file.
 //
-// The test starts its own services; it does not use the ones `make test` starts.
+// The default stack: run.sh starts its own services, a job submitted through
+// HAProxy runs, Ctrl-C and SIGTERM stop everything, and the data and the
+// generated tokens survive a restart.
+//
+// A fixed formation (WARREN_AUTOSCALE=off, two workers of foreman's) on services
+// that already run, those `make test` starts, with shards, RabbitMQ names and
+// Redis keys of its own: run.sh starts no service, HAProxy's /readyz checks take
+// a frozen web process out and back in, and a Procfile process killed with
+// SIGKILL stops the stack but not the services.
 package runtest

@@ -34,7 +34,17 @@ const (
 	goneTimeout   = 5 * time.Second // after run.sh exits, ports and processes must go at once
 )
 
+// TestMakeRun runs `make run` the ways the README describes, one stack after
+// the other (they share bin/, which each run.sh rebuilds).
 func TestMakeRun(t *testing.T) {
+	t.Run("default", testDefaultStack)
+	t.Run("fixed-workers-on-running-services", testFixedWorkersOnRunningServices)
+}
+
+// testDefaultStack is the README's flow: the default formation (web=2,
+// scheduler=1, the scheduler running the workers) on services run.sh starts,
+// stopped by Ctrl-C, started again on the same data, stopped by SIGTERM.
+func testDefaultStack(t *testing.T) {
 	s := newStack(t)
 	began := time.Now()
 
@@ -95,7 +105,8 @@ type stack struct {
 	client  *http.Client
 }
 
-func newStack(t *testing.T) *stack {
+// newStack prepares a stack; env adds settings for run.sh (NAME=value).
+func newStack(t *testing.T, env ...string) *stack {
 	t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -135,6 +146,7 @@ func newStack(t *testing.T) *stack {
 	for name, p := range s.ports {
 		s.env = append(s.env, name+"="+strconv.Itoa(p))
 	}
+	s.env = append(s.env, env...)
 	// Registered first, so it runs last: after every run.sh is stopped, make sure
 	// a failed test leaves no services behind either.
 	t.Cleanup(func() { s.sweep(t) })
@@ -426,7 +438,9 @@ func (s *stack) checkEnvFile(t *testing.T) map[string]string {
 	return env
 }
 
-// parseEnv reads KEY=value lines as foreman does; quotes are not expected at all.
+// parseEnv reads KEY=value lines as foreman does. run.sh writes plain values,
+// and single-quotes only a value with characters a shell would read otherwise
+// (a service URL of your own with '&' in its query): anything else is an error.
 func parseEnv(t *testing.T, path string) map[string]string {
 	t.Helper()
 	f, err := os.Open(path)
@@ -442,7 +456,15 @@ func parseEnv(t *testing.T, path string) map[string]string {
 			continue
 		}
 		k, v, ok := strings.Cut(line, "=")
-		if !ok || strings.ContainsAny(v, `'" `) {
+		if q, found := strings.CutPrefix(v, "'"); found && strings.HasSuffix(q, "'") && len(q) > 0 {
+			v = strings.TrimSuffix(q, "'")
+			if strings.Contains(v, "'") {
+				ok = false
+			}
+		} else if strings.ContainsAny(v, `'" `) {
+			ok = false
+		}
+		if !ok {
 			t.Errorf("env file line %q is not a plain KEY=value line", line)
 			continue
 		}

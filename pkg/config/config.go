@@ -310,7 +310,8 @@ func LoadWorker(get Getenv) (Worker, error) {
 // Scheduler is the scheduler process's configuration.
 type Scheduler struct {
 	Services
-	// Tick: WARREN_SCHEDULER_TICK, how often it does its rounds, default 1s.
+	// Tick: WARREN_SCHEDULER_TICK, how often it does its rounds, default
+	// 500ms, so that a job due at any moment is published within a second.
 	Tick time.Duration
 	// HTTPAllow: WARREN_HTTP_ALLOW, internal hosts, host:ports or CIDRs that
 	// callback URLs may point at.
@@ -359,7 +360,7 @@ type CronJob struct {
 func LoadScheduler(get Getenv) (Scheduler, error) {
 	r := &reader{get: get}
 	c := Scheduler{Services: r.services()}
-	c.Tick = r.duration("WARREN_SCHEDULER_TICK", time.Second, 10*time.Millisecond, time.Minute)
+	c.Tick = r.duration("WARREN_SCHEDULER_TICK", 500*time.Millisecond, 10*time.Millisecond, time.Minute)
 	c.HTTPAllow = r.list("WARREN_HTTP_ALLOW", nil)
 	c.SigningSecrets = map[string]string{}
 	for _, t := range r.tenants("WARREN_SIGNING_SECRETS") {
