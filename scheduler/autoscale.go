@@ -14,43 +14,41 @@ import (
 	"github.com/warrenhq/warren/pkg/store"
 )
 
-// setupAutoscaler adds the autoscaler of cfg to s as a leader-only duty. For
-// the local backend it returns the fleet's supervisor, to run beside the
-// scheduler until ctx ends (it then stops every worker it started); nil
-// otherwise.
-func setupAutoscaler(cfg config.Autoscale, s *scheduler.Scheduler, st *store.Store, br autoscale.Broker, out io.Writer, log *slog.Logger) (func(context.Context) error, error) {
+// setupAutoscaler adds the autoscaler of cfg to s as a leader-only duty. The
+// local backend's fleet is a leader task: it runs while this scheduler
+// leads, so that a deposed leader stops its workers (SIGTERM) and the new
+// leader runs its own.
+func setupAutoscaler(cfg config.Autoscale, s *scheduler.Scheduler, st *store.Store, br autoscale.Broker, out io.Writer, log *slog.Logger) error {
 	if cfg.Mode == config.AutoscaleOff {
-		return nil, nil
+		return nil
 	}
 	log = log.With("duty", "autoscale")
 	policy := policyOf(cfg)
-	var (
-		scaler autoscale.Scaler
-		fleet  func(context.Context) error
-	)
+	var scaler autoscale.Scaler
 	switch cfg.Mode {
 	case config.AutoscaleLocal:
 		cmd := cfg.Command
 		if cmd == "" {
 			var err error
 			if cmd, err = autoscale.ProcfileCommand(cfg.Procfile, cfg.ProcessType); err != nil {
-				return nil, fmt.Errorf("config: WARREN_AUTOSCALE_PROCFILE: %w (or set WARREN_AUTOSCALE_COMMAND)", err)
+				return fmt.Errorf("config: WARREN_AUTOSCALE_PROCFILE: %w (or set WARREN_AUTOSCALE_COMMAND)", err)
 			}
 		}
 		l, err := autoscale.NewLocal(autoscale.LocalConfig{
 			Command: cmd, Name: cfg.ProcessType, BasePort: cfg.Port, StopTimeout: cfg.StopTimeout, Output: out,
 		}, s.Registry(), log)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		scaler, fleet = l, l.Run
+		scaler = l
+		s.AddLeaderTask("local_workers", l.Run)
 		log.Info("local workers: the scheduler runs them", "command", cmd, "first_port", cfg.Port, "stop_timeout", cfg.StopTimeout.String())
 	case config.AutoscaleKubernetes:
 		k, err := autoscale.NewKubernetes(autoscale.KubernetesConfig{
 			APIServer: cfg.APIServer, Namespace: cfg.Namespace, Deployment: cfg.Deployment, ServiceAccountDir: cfg.ServiceAccountDir,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("config: WARREN_AUTOSCALE_K8S_*: %w", err)
+			return fmt.Errorf("config: WARREN_AUTOSCALE_K8S_*: %w", err)
 		}
 		scaler = k
 	case config.AutoscaleHeroku:
@@ -58,18 +56,18 @@ func setupAutoscaler(cfg config.Autoscale, s *scheduler.Scheduler, st *store.Sto
 			App: cfg.HerokuApp, APIKey: cfg.HerokuAPIKey, ProcessType: cfg.ProcessType, BaseURL: cfg.HerokuAPI,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("config: %w", err)
+			return fmt.Errorf("config: %w", err)
 		}
 		scaler = h
 	}
 	a, err := autoscale.New(autoscale.Config{Policy: policy, Queues: cfg.Queues, Window: cfg.Window, Backend: cfg.Mode},
 		storeSource{st}, br, scaler, s.Registry(), log)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.AddDuty("autoscale", cfg.Interval, a.Tick)
 	log.Info("autoscaler on (while this scheduler leads)", "backend", cfg.Mode, "queues", cfg.Queues, "policy", policy.String())
-	return fleet, nil
+	return nil
 }
 
 func policyOf(cfg config.Autoscale) autoscale.Policy {

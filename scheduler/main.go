@@ -16,7 +16,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -98,16 +97,10 @@ func run(ctx context.Context, args []string, getenv config.Getenv, out io.Writer
 	if err != nil {
 		return err
 	}
-	fleet, err := setupAutoscaler(autoscaleCfg, s, st, br, out, log)
-	if err != nil {
+	// The local workers, if any, run while this scheduler leads; s.Run
+	// returns once every one of them has exited.
+	if err := setupAutoscaler(autoscaleCfg, s, st, br, out, log); err != nil {
 		return err
-	}
-	if fleet != nil {
-		// The local workers run beside the scheduler and stop with it: Run
-		// returns once every one of them has exited.
-		var wg sync.WaitGroup
-		wg.Go(func() { _ = fleet(ctx) })
-		defer wg.Wait()
 	}
 	if cfg.MetricsAddr != "" {
 		// A taken port costs the metrics, not the scheduling.

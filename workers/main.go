@@ -19,6 +19,10 @@ import (
 )
 
 func main() {
+	// A worker whose supervisor died (the scheduler running it, or foreman)
+	// still gets SIGTERM and drains its jobs; its logs may then go to a
+	// pipe nobody reads, and a write there must fail, not kill it mid-job.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Getenv, os.Stderr); err != nil {

@@ -1,14 +1,20 @@
 package crashtest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/warrenhq/warren/pkg/job"
+	"github.com/warrenhq/warren/pkg/proctest"
 )
 
 // The api is killed between its commit and its publish (the failpoint
@@ -175,4 +181,134 @@ func TestLeaderKilledStandbyTakesOver(t *testing.T) {
 			t.Errorf("delayed job %s: %s, started %v after creation", j.ID, j.State, j.StartedAt)
 		}
 	}
+}
+
+// The leading scheduler runs the worker fleet (WARREN_AUTOSCALE=local) and
+// is killed with SIGKILL while its workers run jobs: the kernel sends them
+// SIGTERM (their parent-death signal) and they exit; the standby leads
+// within 15s and starts a fleet of its own, the only one; every job,
+// submitted before the kill or after, succeeds.
+func TestLeaderWithLocalFleetKilled(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 2)
+	workers := proctest.Bin(t, "workers")
+	fleet := func() []string {
+		return []string{
+			"WARREN_AUTOSCALE=local",
+			"WARREN_AUTOSCALE_COMMAND=" + workers,
+			fmt.Sprintf("WARREN_AUTOSCALE_PORT=%d", proctest.FreePort(t)),
+			"WARREN_AUTOSCALE_MIN=2", "WARREN_AUTOSCALE_MAX=2",
+			"WARREN_AUTOSCALE_INTERVAL=1s",
+			// The workers inherit it: a job of a worker lost with the
+			// scheduler is reaped soon.
+			"WARREN_LEASE=3s",
+		}
+	}
+	scheds := []*proc{c.start("scheduler", fleet()...), c.start("scheduler", fleet()...)}
+	api := c.start("api")
+	api.waitReady(t)
+	leader := -1
+	eventually(t, 30*time.Second, "one leader running two workers", func() bool {
+		n := 0
+		for i, s := range scheds {
+			if v, err := s.metric("warren_scheduler_leader"); err == nil && v == 1 {
+				n, leader = n+1, i
+			}
+		}
+		return n == 1 && len(running(workerPIDs(scheds[leader]))) == 2
+	})
+	standby := scheds[1-leader]
+	if pids := workerPIDs(standby); len(pids) != 0 {
+		t.Fatalf("the standby started workers %v", pids)
+	}
+	cl := api.client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	submit := func(n int, req job.Request) {
+		t.Helper()
+		for range n {
+			if _, err := cl.Submit(ctx, req); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	submit(10, job.Request{Type: "sleep", Payload: json.RawMessage(`{"ms":1500}`)})
+	submit(5, job.Request{Type: "echo", Delay: "3s"})
+	eventually(t, 20*time.Second, "jobs running on the leader's workers", func() bool {
+		for _, r := range c.rows() {
+			if r.State == job.Running {
+				return true
+			}
+		}
+		return false
+	})
+
+	orphans := workerPIDs(scheds[leader])
+	killed := scheds[leader].kill(t)
+	eventually(t, 30*time.Second, "the killed leader's workers to exit", func() bool { return len(running(orphans)) == 0 })
+	t.Logf("the killed leader's %d workers exited %s after the kill", len(orphans), time.Since(killed).Round(time.Millisecond))
+	eventually(t, 15*time.Second, "the standby to lead", func() bool {
+		v, err := standby.metric("warren_scheduler_leader")
+		return err == nil && v == 1
+	})
+	t.Logf("takeover after SIGKILL of the leader: %s", time.Since(killed).Round(time.Millisecond))
+	eventually(t, 30*time.Second, "the new leader's two workers", func() bool { return len(running(workerPIDs(standby))) == 2 })
+	t.Logf("the new leader's fleet up %s after the kill", time.Since(killed).Round(time.Millisecond))
+	submit(10, job.Request{Type: "sleep", Payload: json.RawMessage(`{"ms":100}`)})
+
+	const total = 25
+	eventually(t, 60*time.Second, "every job to succeed", func() bool {
+		rows := c.rows()
+		for _, r := range rows {
+			if r.State != job.Succeeded {
+				return false
+			}
+		}
+		return len(rows) == total
+	})
+	attempts := map[int]int{}
+	for _, r := range c.rows() {
+		attempts[r.Attempt]++
+	}
+	t.Logf("%d jobs succeeded, by attempt: %v", total, attempts)
+	// One fleet: the new leader's two workers; none of the old one left.
+	if pids := running(orphans); len(pids) != 0 {
+		t.Errorf("workers of the killed leader still run: %v", pids)
+	}
+	if pids := running(workerPIDs(standby)); len(pids) != 2 {
+		t.Errorf("the new leader runs workers %v, want two", pids)
+	}
+	if n := count(standby.out.String(), "job succeeded"); n == 0 {
+		t.Error("the new leader's workers ran no job")
+	}
+}
+
+var workerStarted = regexp.MustCompile(`msg="worker process started".* pid=(\d+)`)
+
+// workerPIDs returns the worker processes a scheduler logged it started.
+func workerPIDs(p *proc) []int {
+	var pids []int
+	for _, m := range workerStarted.FindAllStringSubmatch(p.out.String(), -1) {
+		pid, _ := strconv.Atoi(m[1])
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// running returns the processes of pids that still run: neither gone nor a
+// zombie (a dead scheduler's children are reaped by whoever inherits them,
+// if at all).
+func running(pids []int) []int {
+	var out []int
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state …: the state follows the last ')'.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X' {
+			out = append(out, pid)
+		}
+	}
+	return out
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,7 +39,111 @@ const (
 // scale-down (a stopped worker finishes its jobs; none is handed back).
 func TestBurstScalesTheLocalFleetUpAndBack(t *testing.T) {
 	t.Parallel()
-	began := time.Now()
+	s := startFleet(t,
+		"WARREN_AUTOSCALE_MIN=1",
+		"WARREN_AUTOSCALE_MAX=6",
+		"WARREN_AUTOSCALE_INTERVAL=1s",
+		"WARREN_AUTOSCALE_STARTUP=1s",
+		"WARREN_AUTOSCALE_TARGET_LATENCY=5s",
+		"WARREN_AUTOSCALE_DOWN_WINDOW=5s",
+	)
+
+	// The fleet at its minimum: one worker, consuming.
+	s.eventually(60*time.Second, "the api ready and one worker consuming", func() bool {
+		m := s.metrics()
+		return ready(s.apiPort) && running(m) == 1 && m[`warren_autoscale_queue_consumers{queue="default"}`] == 1
+	})
+
+	// The burst. Up: several workers while the backlog lasts; then every
+	// job done.
+	burst := time.Now()
+	s.submit(jobs)
+	peak := 0
+	s.eventually(90*time.Second, fmt.Sprintf("all %d jobs succeeded", jobs), func() bool {
+		peak = max(peak, running(s.metrics()))
+		return count(t, s.db, "state = 'succeeded'") == jobs
+	})
+	drained := time.Now()
+	// Down: back to the minimum once the down window has passed.
+	s.eventually(60*time.Second, "the fleet back to one worker", func() bool {
+		m := s.metrics()
+		peak = max(peak, running(m))
+		return running(m) == 1 && stopping(m) == 0
+	})
+	t.Logf("burst drained in %v with up to %d workers; back to one worker %v later; %v in all",
+		drained.Sub(burst).Round(100*time.Millisecond), peak, time.Since(drained).Round(100*time.Millisecond), time.Since(s.began).Round(time.Second))
+	if peak < 3 {
+		t.Errorf("the fleet grew to %d workers, want several (at least 3)", peak)
+	}
+	s.checkEveryJobRanOnce(jobs, 3)
+	if time.Since(s.began) > 3*time.Minute {
+		t.Errorf("took %v, want under 3 minutes", time.Since(s.began))
+	}
+}
+
+// With WARREN_AUTOSCALE_MIN=0 an idle fleet is at zero: a burst of sleep
+// jobs brings it up from zero, and once the queue has been idle for
+// WARREN_AUTOSCALE_IDLE_AFTER it goes back to zero. No job is lost or cut
+// short, on the way up or down to zero.
+func TestBurstScalesTheLocalFleetUpFromZeroAndBack(t *testing.T) {
+	t.Parallel()
+	const jobs = 300
+	s := startFleet(t,
+		"WARREN_AUTOSCALE_MIN=0",
+		"WARREN_AUTOSCALE_MAX=4",
+		"WARREN_AUTOSCALE_INTERVAL=500ms",
+		"WARREN_AUTOSCALE_STARTUP=1s",
+		"WARREN_AUTOSCALE_TARGET_LATENCY=5s",
+		"WARREN_AUTOSCALE_DOWN_WINDOW=3s",
+		"WARREN_AUTOSCALE_IDLE_AFTER=2s",
+		// Idle means no arrival within the rates' window either.
+		"WARREN_AUTOSCALE_WINDOW=2s",
+	)
+	atZero := func(m map[string]float64) bool {
+		return m["warren_autoscale_ordered_workers"] == 0 && running(m) == 0 && stopping(m) == 0
+	}
+	s.eventually(60*time.Second, "the api ready and the fleet at zero", func() bool {
+		m := s.metrics()
+		return ready(s.apiPort) && decisions(m) > 0 && atZero(m)
+	})
+
+	burst := time.Now()
+	t.Logf("the fleet at zero %v after the start (build included)", burst.Sub(s.began).Round(100*time.Millisecond))
+	s.submit(jobs)
+	peak := 0
+	s.eventually(60*time.Second, fmt.Sprintf("all %d jobs succeeded", jobs), func() bool {
+		peak = max(peak, running(s.metrics()))
+		return count(t, s.db, "state = 'succeeded'") == jobs
+	})
+	drained := time.Now()
+	s.eventually(60*time.Second, "the fleet back to zero", func() bool { return atZero(s.metrics()) })
+	t.Logf("from zero: burst drained in %v with up to %d workers; back to zero %v later; %v in all",
+		drained.Sub(burst).Round(100*time.Millisecond), peak, time.Since(drained).Round(100*time.Millisecond), time.Since(s.began).Round(time.Second))
+	if peak < 1 {
+		t.Error("no worker ran the burst")
+	}
+	s.checkEveryJobRanOnce(jobs, 1)
+	if time.Since(s.began) > 2*time.Minute {
+		t.Errorf("took %v, want under 2 minutes", time.Since(s.began))
+	}
+}
+
+// fleet is the built api and a scheduler running the local worker fleet,
+// on the test's own shards and namespace.
+type fleet struct {
+	t          *testing.T
+	began      time.Time
+	db         []*sqlx.DB
+	apiPort    int
+	schedPort  int
+	api, sched *proc
+}
+
+// startFleet migrates fresh shards and starts the api and a scheduler with
+// WARREN_AUTOSCALE=local and the autoscale settings given.
+func startFleet(t *testing.T, autoscale ...string) *fleet {
+	t.Helper()
+	s := &fleet{t: t, began: time.Now()}
 	bin := proctest.Dir(t)
 	urls := storetest.Blank(t, 2)
 	env := []string{
@@ -60,89 +165,94 @@ func TestBurstScalesTheLocalFleetUpAndBack(t *testing.T) {
 	if out, err := release.CombinedOutput(); err != nil {
 		t.Fatalf("release: %v\n%s", err, out)
 	}
-	apiPort, schedPort, workerPort := proctest.FreePort(t), proctest.FreePort(t), proctest.FreePort(t)
-	api := start(t, filepath.Join(bin, "api"), append(env, fmt.Sprintf("PORT=%d", apiPort)))
-	sched := start(t, filepath.Join(bin, "scheduler"), append(env,
-		fmt.Sprintf("PORT=%d", schedPort),
+	s.db = shards(t, urls)
+	s.apiPort, s.schedPort = proctest.FreePort(t), proctest.FreePort(t)
+	workerPort := proctest.FreePort(t)
+	s.api = start(t, filepath.Join(bin, "api"), append(slices.Clone(env), fmt.Sprintf("PORT=%d", s.apiPort)))
+	s.sched = start(t, filepath.Join(bin, "scheduler"), append(append(slices.Clone(env),
+		fmt.Sprintf("PORT=%d", s.schedPort),
 		"WARREN_AUTOSCALE=local",
 		"WARREN_AUTOSCALE_COMMAND="+filepath.Join(bin, "workers"),
 		fmt.Sprintf("WARREN_AUTOSCALE_PORT=%d", workerPort),
-		"WARREN_AUTOSCALE_MIN=1",
-		"WARREN_AUTOSCALE_MAX=6",
-		"WARREN_AUTOSCALE_INTERVAL=1s",
-		"WARREN_AUTOSCALE_STARTUP=1s",
-		"WARREN_AUTOSCALE_TARGET_LATENCY=5s",
-		"WARREN_AUTOSCALE_DOWN_WINDOW=5s",
-	))
-	metrics := func() map[string]float64 { return scrape(fmt.Sprintf("http://127.0.0.1:%d/metrics", schedPort)) }
-	running := func(m map[string]float64) int { return int(m[`warren_autoscale_local_processes{state="running"}`]) }
-	stopping := func(m map[string]float64) int { return int(m[`warren_autoscale_local_processes{state="stopping"}`]) }
+	), autoscale...))
+	return s
+}
 
-	// The fleet at its minimum: one worker, consuming.
-	eventually(t, 60*time.Second, "the api ready and one worker consuming", func() bool {
-		m := metrics()
-		return ready(apiPort) && running(m) == 1 && m[`warren_autoscale_queue_consumers{queue="default"}`] == 1
-	}, api, sched)
+func (s *fleet) metrics() map[string]float64 {
+	return scrape(fmt.Sprintf("http://127.0.0.1:%d/metrics", s.schedPort))
+}
 
-	// The burst.
-	c, err := client.New(fmt.Sprintf("http://127.0.0.1:%d", apiPort), token)
+func running(m map[string]float64) int {
+	return int(m[`warren_autoscale_local_processes{state="running"}`])
+}
+func stopping(m map[string]float64) int {
+	return int(m[`warren_autoscale_local_processes{state="stopping"}`])
+}
+
+// decisions returns the number of decisions the autoscaler made.
+func decisions(m map[string]float64) int {
+	n := 0.0
+	for k, v := range m {
+		if strings.HasPrefix(k, "warren_autoscale_decisions_total{") {
+			n += v
+		}
+	}
+	return int(n)
+}
+
+// eventually polls cond until it holds, failing after d or when the api or
+// the scheduler has exited.
+func (s *fleet) eventually(d time.Duration, what string, cond func() bool) {
+	s.t.Helper()
+	eventually(s.t, d, what, cond, s.api, s.sched)
+}
+
+// submit submits n sleep jobs of 50 ms, in batches of at most 1,000.
+func (s *fleet) submit(n int) {
+	s.t.Helper()
+	c, err := client.New(fmt.Sprintf("http://127.0.0.1:%d", s.apiPort), token)
 	if err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	burst := time.Now()
-	for range jobs / 1000 {
-		reqs := make([]job.Request, 1000)
+	for n > 0 {
+		reqs := make([]job.Request, min(n, 1000))
 		for i := range reqs {
 			reqs[i] = job.Request{Type: "sleep", Payload: json.RawMessage(`{"ms":50}`)}
 		}
+		n -= len(reqs)
 		items, err := c.SubmitBatch(ctx, reqs)
 		if err != nil {
-			t.Fatal(err)
+			s.t.Fatal(err)
 		}
 		for _, it := range items {
 			if it.Err != nil {
-				t.Fatalf("item %d: %+v", it.Index, it.Err)
+				s.t.Fatalf("item %d: %+v", it.Index, it.Err)
 			}
 		}
 	}
+}
 
-	// Up: several workers while the backlog lasts; then every job done.
-	db := shards(t, urls)
-	peak := 0
-	eventually(t, 90*time.Second, fmt.Sprintf("all %d jobs succeeded", jobs), func() bool {
-		peak = max(peak, running(metrics()))
-		return count(t, db, "state = 'succeeded'") == jobs
-	}, api, sched)
-	drained := time.Now()
-	// Down: back to the minimum once the down window has passed.
-	eventually(t, 60*time.Second, "the fleet back to one worker", func() bool {
-		m := metrics()
-		peak = max(peak, running(m))
-		return running(m) == 1 && stopping(m) == 0
-	}, api, sched)
-	t.Logf("burst drained in %v with up to %d workers; back to one worker %v later; %v in all",
-		drained.Sub(burst).Round(100*time.Millisecond), peak, time.Since(drained).Round(100*time.Millisecond), time.Since(began).Round(time.Second))
-	if peak < 3 {
-		t.Errorf("the fleet grew to %d workers, want several (at least 3)", peak)
-	}
-
-	// Nothing lost, nothing cut short: every job succeeded on its first
-	// attempt, and ran once.
-	if n := count(t, db, "true"); n != jobs {
+// checkEveryJobRanOnce checks that nothing was lost and nothing cut short:
+// every one of the jobs succeeded on its first attempt and ran once, and
+// every worker process that started (at least minStarted of them) was
+// stopped by SIGTERM and exited cleanly. It stops the scheduler first,
+// which stops its last workers the same way.
+func (s *fleet) checkEveryJobRanOnce(jobs, minStarted int) {
+	t := s.t
+	t.Helper()
+	if n := count(t, s.db, "true"); n != jobs {
 		t.Errorf("%d jobs stored, want %d", n, jobs)
 	}
-	if n := count(t, db, "attempt <> 1"); n != 0 {
+	if n := count(t, s.db, "attempt <> 1"); n != 0 {
 		t.Errorf("%d jobs ran more than once or not at all", n)
 	}
-	m := metrics()
-	if v := m["warren_autoscale_local_restarts_total"]; v != 0 {
+	if v := s.metrics()["warren_autoscale_local_restarts_total"]; v != 0 {
 		t.Errorf("%v worker processes exited unasked", v)
 	}
-	// Stop the scheduler: it stops its last worker the same way.
-	sched.stop(t)
-	logs := parse(sched.out.String())
+	s.sched.stop(t)
+	logs := parse(s.sched.out.String())
 	for _, l := range logs {
 		if l.child == "" && (strings.HasPrefix(l.Msg, "autoscale: scale")) {
 			t.Logf("%s %s: %s", l.Time.Format("15:04:05.0"), l.Level, l.Msg)
@@ -183,16 +293,13 @@ func TestBurstScalesTheLocalFleetUpAndBack(t *testing.T) {
 			clean[l.child]++
 		}
 	}
-	if len(started) < 3 {
-		t.Errorf("workers started: %v", started)
+	if len(started) < minStarted {
+		t.Errorf("workers started: %v, want at least %d", started, minStarted)
 	}
 	for name, n := range started {
 		if stopped[name] != n || clean[name] != n {
 			t.Errorf("%s: started %d times, stopped %d, shut down cleanly %d", name, n, stopped[name], clean[name])
 		}
-	}
-	if time.Since(began) > 3*time.Minute {
-		t.Errorf("took %v, want under 3 minutes", time.Since(began))
 	}
 }
 

@@ -48,8 +48,9 @@ type LocalConfig struct {
 	RestartDelay time.Duration
 }
 
-// ErrStopped is returned by Scale after Local.Run has ended.
-var ErrStopped = errors.New("local workers: stopped")
+// ErrRunning is returned by Run while another call of Run supervises the
+// fleet.
+var ErrRunning = errors.New("local workers: already running")
 
 // Local runs the worker fleet as child processes of the scheduler, as
 // foreman would run the Procfile's worker line: N copies, each with the
@@ -58,16 +59,26 @@ var ErrStopped = errors.New("local workers: stopped")
 // SIGTERM (the SDK then finishes its running jobs) and waits for them,
 // killing one only after StopTimeout. Call Run; Scale and Workers only
 // change and read the number wanted.
+//
+// The fleet lives as long as Run: run it for as long as this scheduler
+// sizes the fleet, that is while it leads (scheduler.AddLeaderTask), so
+// that a deposed leader stops its workers and the new leader runs its own.
+// Run may be called again after it returned (a new term); it starts the
+// number last ordered again, as the autoscaler, which remembers its
+// orders, expects. If the scheduler dies, the kernel sends its workers
+// SIGTERM (a parent-death signal), so that none outlives it. Their output
+// then has no reader: a worker drains only if it survives writing to a
+// closed pipe (it ignores SIGPIPE); else its jobs are left to the reaper.
 type Local struct {
-	cfg    LocalConfig
-	log    *slog.Logger
-	argv   []string
-	out    *lineWriter
-	wake   chan struct{}
-	m      localMetrics
-	mu     sync.Mutex
-	target int
-	ended  bool
+	cfg     LocalConfig
+	log     *slog.Logger
+	argv    []string
+	out     *lineWriter
+	wake    chan struct{}
+	m       localMetrics
+	mu      sync.Mutex
+	target  int
+	running bool // a Run supervises the fleet
 }
 
 type localMetrics struct {
@@ -141,13 +152,11 @@ func (l *Local) Workers(context.Context) (int, error) {
 	return l.target, nil
 }
 
-// Scale implements Scaler: Run starts or stops children to reach n.
+// Scale implements Scaler: Run starts or stops children to reach n; when
+// no Run is going on, the next one does.
 func (l *Local) Scale(_ context.Context, n int) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.ended {
-		return ErrStopped
-	}
 	l.target = max(n, 0)
 	select {
 	case l.wake <- struct{}{}:
@@ -168,18 +177,27 @@ type child struct {
 }
 
 // Run supervises the children until ctx ends, then stops them all (SIGTERM,
-// and SIGKILL after StopTimeout) and returns once every one has exited.
+// and SIGKILL after StopTimeout) and returns once every one has exited. It
+// may be called again after it returned, but not while it runs
+// (ErrRunning).
 func (l *Local) Run(ctx context.Context) error {
+	l.mu.Lock()
+	if l.running {
+		l.mu.Unlock()
+		return ErrRunning
+	}
+	l.running = true
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.running = false
+		l.mu.Unlock()
+	}()
 	// Children are started from this goroutine's thread only, which lives
 	// as long as Run: their parent-death signal (SIGTERM if the scheduler is
 	// killed) is tied to the thread that started them.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	defer func() {
-		l.mu.Lock()
-		l.ended = true
-		l.mu.Unlock()
-	}()
 	var (
 		children  = map[int]*child{} // by slot
 		exits     = make(chan *child)

@@ -145,9 +145,57 @@ func TestLocalScalesUpAndDownGracefully(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(r.dir, "worker.1.done")); err != nil {
 		t.Errorf("worker.1 not drained at shutdown: %v", err)
 	}
-	if err := r.l.Scale(ctx, 2); !errors.Is(err, ErrStopped) {
-		t.Errorf("scale after Run: %v", err)
+}
+
+// Run ends with the scheduler's leadership and starts again with its next
+// term: the fleet stops gracefully, and the next Run starts the number last
+// ordered; never two Runs at once.
+func TestLocalRunsAgainAtTheNumberOrdered(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := startLocal(t, "graceful", LocalConfig{StopTimeout: 20 * time.Second})
+	if err := r.l.Scale(ctx, 2); err != nil {
+		t.Fatal(err)
 	}
+	eventually(t, 20*time.Second, "two workers up", func() bool { return len(r.pids()) == 2 })
+	if err := r.l.Run(ctx); !errors.Is(err, ErrRunning) {
+		t.Fatalf("a second Run at once: %v, want ErrRunning", err)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"worker.1", "worker.2"} {
+		if b, err := os.ReadFile(filepath.Join(r.dir, name+".done")); err != nil || string(b) != "drained" {
+			t.Errorf("%s did not drain when Run ended: %q %v", name, b, err)
+		}
+	}
+	if r.processes("running")+r.processes("stopping") != 0 {
+		t.Fatal("processes left after Run")
+	}
+	if n, _ := r.l.Workers(ctx); n != 2 {
+		t.Errorf("workers ordered after Run: %d, want 2 (kept for the next Run)", n)
+	}
+	// An order between two Runs is for the next one.
+	if err := r.l.Scale(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.l.Run(rctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("second Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("the second Run did not return within 30s of its context's end")
+		}
+	})
+	eventually(t, 20*time.Second, "three workers up again", func() bool {
+		return len(r.pids()) == 5 && r.processes("running") == 3
+	})
 }
 
 func TestLocalRestartsACrashedWorker(t *testing.T) {

@@ -36,7 +36,7 @@ func TestDefaults(t *testing.T) {
 	t.Parallel()
 	cfg := Config{}.withDefaults()
 	c := cfg.Callbacks
-	if cfg.Tick != time.Second || cfg.DispatchBatch != 1000 || c.Batch != 100 || c.Concurrency != 16 ||
+	if cfg.Tick != 500*time.Millisecond || cfg.DispatchBatch != 1000 || c.Batch != 100 || c.Concurrency != 16 ||
 		c.Timeout != 10*time.Second || c.MaxAttempts != 10 || c.Lease != 2*time.Minute {
 		t.Errorf("defaults: %+v", cfg)
 	}

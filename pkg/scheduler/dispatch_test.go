@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/warrenhq/warren/pkg/config"
 	"github.com/warrenhq/warren/pkg/job"
 	"github.com/warrenhq/warren/pkg/scheduler"
 	"github.com/warrenhq/warren/pkg/servicetest"
@@ -24,9 +25,13 @@ func TestDelayedAndRetryingJobsArePublishedWhenDueNotBefore(t *testing.T) {
 		newJob(1, job.Scheduled, due.Add(time.Hour)), // not due during the test
 	}
 	b.insert(jobs...)
-	// A tick shorter than the bound leaves room for the race detector and a
-	// busy machine; the bound is one second after the due time.
-	b.start(scheduler.Config{Tick: 500 * time.Millisecond}, b.st, br)
+	// The scheduler process's default tick (WARREN_SCHEDULER_TICK unset):
+	// the bound below is what it promises, one second after the due time.
+	def, err := config.LoadScheduler(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.start(scheduler.Config{Tick: def.Tick}, b.st, br)
 
 	eventually(t, 10*time.Second, "both due jobs received", func() bool { return got.distinct() == 2 })
 	for _, j := range jobs[:2] {

@@ -3,12 +3,18 @@ package scheduler_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,7 +31,26 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("WARREN_FAKE_WORKER") != "" {
+		os.Exit(fakeWorker())
+	}
 	goleak.VerifyTestMain(m)
+}
+
+// fakeWorker stands in for a worker process of a local fleet (the test
+// binary runs itself): it says it is up, and on SIGTERM, as the worker SDK
+// drains, leaves a file saying so in FAKE_DIR and exits.
+func fakeWorker() int {
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	fmt.Printf("up pid=%d\n", os.Getpid())
+	<-term
+	name := filepath.Join(os.Getenv("FAKE_DIR"), strconv.Itoa(os.Getpid())+".done")
+	if err := os.WriteFile(name, []byte("drained"), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
 }
 
 // bundle is one test's isolated world: fresh shards, a unique broker

@@ -21,7 +21,7 @@ type elector interface {
 
 // campaign competes for the leadership for as long as ctx lasts: a standby
 // tries every Leader.Retry, and while this scheduler leads, lead runs the
-// leader-only duties.
+// leader-only duties and tasks.
 func (s *Scheduler) campaign(ctx context.Context) {
 	defer s.elector.Drop()
 	standby := false
@@ -57,11 +57,13 @@ func (s *Scheduler) campaign(ctx context.Context) {
 	}
 }
 
-// lead runs the leader-only duties until the leadership is lost or ctx
-// ends. Losing the lock's session stops the duties at once: their context
+// lead runs the leader-only duties and tasks until the leadership is lost
+// or ctx ends. Losing the lock's session stops them at once: their context
 // is cancelled before anything else. On shutdown the duties stop first and
 // the lock is released after them, so that the next leader does not
-// overlap with this one.
+// overlap with this one. The tasks are told to stop at the same moment but
+// not waited for here: they may wind down gracefully (a worker fleet
+// draining) while the next leader starts its own; Run waits for them.
 func (s *Scheduler) lead(ctx context.Context) {
 	began := time.Now()
 	duties := s.snapshot(true)
@@ -78,7 +80,11 @@ func (s *Scheduler) lead(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, d := range duties {
 		d.activate()
-		wg.Go(func() { s.loop(lctx, d) })
+		if d.task {
+			s.tasks.Go(func() { s.runTask(lctx, d) })
+		} else {
+			wg.Go(func() { s.loop(lctx, d) })
+		}
 	}
 	t := time.NewTicker(s.cfg.Leader.Check)
 	var lost error

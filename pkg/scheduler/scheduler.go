@@ -26,7 +26,10 @@
 //     batches;
 //   - cron: periodic jobs from the configuration, once per tick
 //     cluster-wide;
-//   - the duties added with AddDuty (the autoscaler).
+//   - the duties added with AddDuty (the autoscaler);
+//   - the tasks added with AddLeaderTask, which last as long as the
+//     leadership (the local autoscaler backend's worker fleet): a deposed
+//     leader stops them, and the new leader starts its own.
 //
 // Every leader-only duty is safe to run from a deposed leader that has not
 // noticed yet: each takes its rows FOR UPDATE SKIP LOCKED and re-checks its
@@ -74,8 +77,8 @@ type Broker interface {
 // each field.
 type Config struct {
 	// Tick is how often dispatch, callback delivery, and on the leader the
-	// relay, the reaper and cron run; default 1s. A due job is published at
-	// most about one tick after its time.
+	// relay, the reaper and cron run; default 500ms. A due job is published
+	// at most about one tick after its time, so within a second by default.
 	Tick time.Duration
 	// DispatchBatch is the most due jobs published in one confirmed batch;
 	// default 1000. A shard with a backlog gets batch after batch in the same
@@ -186,7 +189,7 @@ type CallbackConfig struct {
 
 // withDefaults returns cfg with its zero fields set.
 func (cfg Config) withDefaults() Config {
-	setDuration(&cfg.Tick, time.Second)
+	setDuration(&cfg.Tick, 500*time.Millisecond)
 	setInt(&cfg.DispatchBatch, 1000)
 	setDuration(&cfg.PublishTimeout, 5*time.Second)
 	setDuration(&cfg.DepthEvery, 10*time.Second)
@@ -248,6 +251,7 @@ type Scheduler struct {
 	client  *http.Client
 	elector elector
 	leader  atomic.Bool
+	tasks   sync.WaitGroup // the runs of the leader tasks, which may outlast their term
 
 	mu     sync.Mutex
 	duties []*dutyState
@@ -269,6 +273,10 @@ type dutyState struct {
 	every      time.Duration
 	duty       duty
 	leaderOnly bool // runs only while this scheduler is the leader
+	// task: a leader task (AddLeaderTask), run once per term for the whole
+	// term rather than every every; one run at a time holds turn.
+	task bool
+	turn chan struct{}
 
 	mu        sync.Mutex
 	active    bool      // a leader-only duty: this scheduler leads now
@@ -374,6 +382,28 @@ func (s *Scheduler) AddDuty(name string, every time.Duration, run func(ctx conte
 	s.addLeader(name, -1, every, dutyFunc(run))
 }
 
+// AddLeaderTask adds work that lasts as long as this scheduler's
+// leadership, such as the local autoscaler backend's worker fleet
+// (autoscale.Local.Run): run is called when this scheduler becomes the
+// leader, and its context is cancelled when the leadership ends — lost,
+// given up, or Run's context ended — so that a deposed leader stops what
+// the new leader starts for itself.
+//
+// run may take its time to wind down once its context ends (workers
+// finishing their jobs): the leadership is released without waiting for
+// it, Run returns only after it has returned, and the next term calls it
+// again only then, never twice at once. A run that returns while the
+// leadership lasts is called again after Leader.Retry, and its error, or
+// its early return, is logged and counted in
+// warren_scheduler_tick_errors_total{duty=name}. /healthz lists the task
+// under name; a task is never stalled. Call AddLeaderTask before Run.
+func (s *Scheduler) AddLeaderTask(name string, run func(ctx context.Context) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.duties = append(s.duties, &dutyState{name: name, shard: -1, duty: dutyFunc(run), leaderOnly: true,
+		task: true, turn: make(chan struct{}, 1)})
+}
+
 // IsLeader reports whether this scheduler is the leader now.
 func (s *Scheduler) IsLeader() bool { return s.leader.Load() }
 
@@ -392,8 +422,8 @@ func (s *Scheduler) snapshot(leaderOnly bool) []*dutyState {
 
 // Run runs every duty, each on its own ticker and starting at once, until
 // ctx is cancelled, and competes for the leadership, running the
-// leader-only duties while it holds it. It returns nil after every
-// goroutine it started has exited, having released the leadership.
+// leader-only duties and tasks while it holds it. It returns nil after
+// every goroutine it started has exited, having released the leadership.
 func (s *Scheduler) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, d := range s.snapshot(false) {
@@ -401,6 +431,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	wg.Go(func() { s.campaign(ctx) })
 	wg.Wait()
+	s.tasks.Wait()
 	s.client.CloseIdleConnections()
 	s.log.Info("scheduler stopped")
 	return nil
@@ -427,6 +458,34 @@ func (s *Scheduler) loop(ctx context.Context, d *dutyState) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// runTask runs the leader task d for the term whose context is ctx: once
+// the previous term's run has returned, and again after Leader.Retry
+// whenever it returns before the term ends.
+func (s *Scheduler) runTask(ctx context.Context, d *dutyState) {
+	select {
+	case d.turn <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-d.turn }()
+	for ctx.Err() == nil {
+		err := d.duty.run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("returned while this scheduler leads")
+		}
+		s.metrics.dutyErrors.WithLabelValues(d.name).Inc()
+		failures, err, logIt := d.end(err)
+		s.report(d, failures, err, logIt)
+		select {
+		case <-ctx.Done():
+		case <-time.After(s.cfg.Leader.Retry):
 		}
 	}
 }
@@ -546,6 +605,8 @@ func (s *Scheduler) Health() Health {
 		switch {
 		case d.leaderOnly && !d.active:
 			dh.Standby = true
+		case d.task:
+			// It runs for the whole term: no round to finish.
 		case !d.started.IsZero():
 			dh.Running = now.Sub(d.started).Round(time.Millisecond).String()
 			dh.Stalled = now.Sub(d.started) > s.cfg.StallAfter
