@@ -163,7 +163,8 @@ management.tcp.port = $MGMT_PORT
 default_user = warren
 default_pass = $pw
 loopback_users = none
-# Warren holds a delivery until its job ends; jobs may run for hours.
+# Warren does not hold a delivery for a job's length: a worker acks it once the job is
+# claimed in Postgres, and hands back a prefetched one within a minute. This is a margin.
 consumer_timeout = 86400000
 disk_free_limit.absolute = 200MB
 CONF

@@ -103,7 +103,7 @@ func (bun *bundle) deleteAll() {
 	bun.mu.Lock()
 	defer bun.mu.Unlock()
 	for q := range bun.queues {
-		for _, name := range []string{bun.cfg.Prefix + ".q." + q, bun.cfg.Prefix + ".park." + q} {
+		for _, name := range []string{bun.cfg.Prefix + ".q." + q, bun.cfg.Prefix + ".park." + q, bun.cfg.Prefix + ".dead." + q} {
 			rawDo(bun.t, raw, func(ch *amqp.Channel) error {
 				_, err := ch.QueueDelete(name, false, false, false)
 				return err

@@ -2,9 +2,11 @@ package netguard
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -93,5 +95,64 @@ func TestClientRefusesLoopbackIncludingRedirects(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 204 {
 		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+// A bare host name in the allow list lets that name through on any port,
+// whatever it resolves to; other names, and the address itself, are still
+// checked after resolution.
+func TestAllowListedHostName(t *testing.T) {
+	t.Parallel()
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	one, two := httptest.NewServer(ok), httptest.NewServer(ok)
+	defer one.Close()
+	defer two.Close()
+	port := func(s *httptest.Server) string { return strconv.Itoa(s.Listener.Addr().(*net.TCPAddr).Port) }
+
+	g, err := New([]string{"LocalHost"}) // entries are case-insensitive
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := g.Client(5 * time.Second)
+	defer c.CloseIdleConnections()
+	for _, u := range []string{
+		"http://localhost:" + port(one) + "/",
+		"http://localhost:" + port(two) + "/", // any port of the name
+	} {
+		resp, err := c.Get(u)
+		if err != nil {
+			t.Fatalf("%s, allowed by the entry localhost: %v", u, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("%s: status %d", u, resp.StatusCode)
+		}
+	}
+
+	for _, tc := range []struct {
+		allow []string
+		url   string
+	}{
+		// The name allows the name, not the loopback address it stands for.
+		{[]string{"localhost"}, "http://127.0.0.1:" + port(one) + "/"},
+		// A name that is not listed is refused once it resolves to loopback.
+		{[]string{"jobs.example.com"}, "http://localhost:" + port(one) + "/"},
+		// A host:port entry allows that port only.
+		{[]string{"localhost:" + port(two)}, "http://localhost:" + port(one) + "/"},
+	} {
+		g, err := New(tc.allow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := g.Client(5 * time.Second)
+		resp, err := c.Get(tc.url)
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("allow %v: %s went through", tc.allow, tc.url)
+			continue
+		}
+		if !errors.Is(err, ErrBlocked) {
+			t.Errorf("allow %v: %s: got %v, want ErrBlocked", tc.allow, tc.url, err)
+		}
 	}
 }

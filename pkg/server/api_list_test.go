@@ -196,6 +196,20 @@ func TestQueues(t *testing.T) {
 	finish(t, s, done.ID, `1`)
 	dead := submit(t, s, `{"type":"a","queue":"stats-a"}`)
 	kill(t, s, dead.ID)
+	// One running (claimed by a worker, its handler busy) and one retrying
+	// (its first attempt failed, the next one due in an hour).
+	running := submit(t, s, `{"type":"a","queue":"stats-a"}`)
+	if _, err := s.Store.Claim(ctx, running.ID, "test-worker", time.Minute); err != nil {
+		t.Fatalf("claim: %v", err)
+	}
+	retrying := submit(t, s, `{"type":"a","queue":"stats-a","max_attempts":3}`)
+	c, err := s.Store.Claim(ctx, retrying.ID, "test-worker", time.Minute)
+	if err != nil {
+		t.Fatalf("claim: %v", err)
+	}
+	if r, err := s.Store.Fail(ctx, retrying.ID, c.Attempt, "boom", time.Now().Add(time.Hour), false); err != nil || r.State != job.Retrying {
+		t.Fatalf("fail the first attempt: %+v, %v", r, err)
+	}
 	submit(t, s, `{"type":"a","queue":"stats-b","delay":"1h"}`)
 	call(t, "POST", s.URL+"/v1/jobs", stacktest.OtherToken, `{"type":"a","queue":"stats-a"}`)
 	// A consumer on stats-a.
@@ -220,7 +234,8 @@ func TestQueues(t *testing.T) {
 		return len(ans.Queues) == 2 && ans.Queues[0].Consumers != nil && *ans.Queues[0].Consumers == 1
 	})
 	a, b := ans.Queues[0], ans.Queues[1]
-	if a.Name != "stats-a" || a.Ready != 2 || a.Dead != 1 || a.Running != 0 || a.ThroughputLastMinute != 2 || a.OldestReadyAgeSeconds <= 0 {
+	if a.Name != "stats-a" || a.Ready != 2 || a.Dead != 1 || a.Running != 1 || a.Retrying != 1 || a.Scheduled != 0 ||
+		a.ThroughputLastMinute != 2 || a.OldestReadyAgeSeconds <= 0 {
 		t.Errorf("stats-a: %+v", a)
 	}
 	if b.Name != "stats-b" || b.Scheduled != 1 || b.Ready != 0 || b.Consumers == nil || *b.Consumers != 0 {

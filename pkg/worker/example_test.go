@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"time"
 
@@ -197,4 +198,23 @@ func ExampleSnooze() {
 	var s *worker.SnoozeError
 	fmt.Println(errors.As(err, &s), s.Delay)
 	// Output: true 30s
+}
+
+// A backoff with bounds of your own, for the Backoff option of Handle:
+// after attempt n failed, a random delay up to 500ms·2^(n−1), at most 10s.
+// A seeded source makes the delays reproducible; pass nil in production.
+func ExampleExponentialBackoff() {
+	backoff := worker.ExponentialBackoff(500*time.Millisecond, 10*time.Second, rand.NewPCG(1, 2))
+	// Register it as: worker.Handle(w, "image.resize", resize, worker.Backoff(backoff))
+	for attempt := 1; attempt <= 7; attempt++ {
+		fmt.Println(attempt, backoff(attempt).Round(time.Millisecond))
+	}
+	// Output:
+	// 1 385ms
+	// 2 616ms
+	// 3 1.569s
+	// 4 3.186s
+	// 5 1.874s
+	// 6 412ms
+	// 7 4.999s
 }

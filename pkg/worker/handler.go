@@ -194,7 +194,9 @@ func MaxAttempts(n int) HandlerOption {
 }
 
 // Backoff sets the delay before the next attempt after the given attempt
-// (1 for the first) failed. The default is the package's Backoff function.
+// (1 for the first) failed. The default is DefaultBackoff;
+// ExponentialBackoff makes one with other bounds or a seeded source. fn is
+// called from many goroutines at once.
 func Backoff(fn func(attempt int) time.Duration) HandlerOption {
 	return func(r *registration) error {
 		if fn == nil {

@@ -289,6 +289,17 @@ func TestHeartbeatsExtendTheLease(t *testing.T) {
 	if first.WorkerID != w.ID() {
 		t.Fatalf("worker_id %q, want %q", first.WorkerID, w.ID())
 	}
+	// The worker acked the message when it claimed the job: RabbitMQ holds
+	// no delivery for the running job, so its consumer timeout cannot cut a
+	// long job short. (The management API's figures lag: the ack count
+	// shows they cover the delivery.)
+	stacktest.Eventually(t, 20*time.Second, "no unacked message while the handler runs", func() bool {
+		f := figures(t, s, "default")
+		return f.MessageStats.Ack >= 1 && f.Unacked == 0 && f.Ready == 0 && f.Consumers >= 1
+	})
+	if got := get(t, s, j); got.State != job.Running {
+		t.Fatalf("job %s while its handler is blocked, want running", got.State)
+	}
 	// Well past the first lease, the job is still running, its lease renewed.
 	stacktest.Eventually(t, 10*time.Second, "lease renewed past the first one", func() bool {
 		var row struct {

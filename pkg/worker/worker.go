@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"maps"
 	"math"
-	"math/rand/v2"
 	"os"
 	"slices"
 	"sync"
@@ -216,13 +215,4 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer br.Close()
 	r := newRunner(w, regs, queues, st, ca, br)
 	return r.run(ctx)
-}
-
-// DefaultBackoff is the delay before retrying after the given attempt
-// failed, unless the type sets its own with the Backoff option: exponential
-// from 1s, capped at 1h, with full jitter.
-func DefaultBackoff(attempt int) time.Duration {
-	ceiling := time.Second << min(max(attempt-1, 0), 12)
-	ceiling = min(ceiling, time.Hour)
-	return time.Duration(rand.Int64N(int64(ceiling)) + 1)
 }
