@@ -46,8 +46,8 @@ func TestSmoke(t *testing.T) {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
 	port := proctest.FreePort(t)
-	start(t, "api", append(slices.Clone(env), fmt.Sprintf("PORT=%d", port)))
-	start(t, "workers", append(slices.Clone(env), fmt.Sprintf("PORT=%d", proctest.FreePort(t))))
+	apiPID := start(t, "api", append(slices.Clone(env), fmt.Sprintf("PORT=%d", port)))
+	workersPID := start(t, "workers", append(slices.Clone(env), fmt.Sprintf("PORT=%d", proctest.FreePort(t))))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	stacktest.Eventually(t, 30*time.Second, "api ready", func() bool {
 		resp, err := http.Get(base + "/readyz")
@@ -92,9 +92,20 @@ func TestSmoke(t *testing.T) {
 	if back.Ceiling == nil || back.Batch == nil || back.Single == nil || back.Latency == nil || back.Latency.Jobs != 40 {
 		t.Fatalf("JSON lacks phases: %s", b)
 	}
+	// The processes this test started ran through the whole watch: each
+	// has resident set figures for both halves of it.
+	for _, p := range back.Memory {
+		if p.PID != apiPID && p.PID != workersPID {
+			continue
+		}
+		if p.PeakMiB <= 0 || p.FirstHalfMiB <= 0 || p.SecondHalfMiB <= 0 || p.LastMiB <= 0 || p.LastMiB > p.PeakMiB {
+			t.Errorf("memory figures of %s pid %d are incomplete: %+v", p.Name, p.PID, p)
+		}
+	}
 }
 
-func start(t *testing.T, name string, env []string) {
+// start runs bin/name until the test ends, and returns its pid.
+func start(t *testing.T, name string, env []string) int {
 	t.Helper()
 	out := &proctest.Buffer{}
 	cmd := exec.Command(proctest.Bin(t, name))
@@ -110,6 +121,7 @@ func start(t *testing.T, name string, env []string) {
 			t.Logf("%s output:\n%s", name, out.String())
 		}
 	})
+	return cmd.Process.Pid
 }
 
 func TestParsePhases(t *testing.T) {

@@ -12,26 +12,43 @@ import (
 	"time"
 )
 
-// ProcMemory is one api or workers process's peak resident set (VmHWM).
+// ProcMemory is one api or workers process's peak resident set (VmHWM),
+// and, to tell a steady process from a growing one over a long run (a soak),
+// the largest resident set (VmRSS) sampled in the first and in the second
+// half of the watch, and the last one.
 type ProcMemory struct {
-	Name    string  `json:"name"`
-	PID     int     `json:"pid"`
-	PeakMiB float64 `json:"peak_rss_mib"`
+	Name          string  `json:"name"`
+	PID           int     `json:"pid"`
+	PeakMiB       float64 `json:"peak_rss_mib"`
+	FirstHalfMiB  float64 `json:"rss_first_half_max_mib"`
+	SecondHalfMiB float64 `json:"rss_second_half_max_mib"`
+	LastMiB       float64 `json:"rss_last_mib"`
+}
+
+// rssSample is one VmRSS reading of a process.
+type rssSample struct {
+	at time.Time
+	kb int
 }
 
 // memWatch samples /proc for processes whose command is bin/api or
 // bin/workers (by the program's base name), keeping each one's last VmHWM:
 // workers the autoscaler stops mid-run are still reported.
 type memWatch struct {
-	mu     sync.Mutex
-	procs  map[int]ProcMemory
-	cancel context.CancelFunc
-	done   chan struct{}
+	mu      sync.Mutex
+	procs   map[int]ProcMemory
+	rss     map[int][]rssSample
+	started time.Time
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
-func newMemWatch() *memWatch { return &memWatch{procs: map[int]ProcMemory{}} }
+func newMemWatch() *memWatch {
+	return &memWatch{procs: map[int]ProcMemory{}, rss: map[int][]rssSample{}}
+}
 
 func (m *memWatch) start(ctx context.Context, every time.Duration) {
+	m.started = time.Now()
 	ctx, m.cancel = context.WithCancel(ctx)
 	m.done = make(chan struct{})
 	go func() {
@@ -53,8 +70,18 @@ func (m *memWatch) stop() []ProcMemory {
 	m.sample()
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	half := m.started.Add(time.Since(m.started) / 2)
 	out := make([]ProcMemory, 0, len(m.procs))
-	for _, p := range m.procs {
+	for pid, p := range m.procs {
+		for _, s := range m.rss[pid] {
+			mib := float64(s.kb) / 1024
+			if s.at.Before(half) {
+				p.FirstHalfMiB = max(p.FirstHalfMiB, mib)
+			} else {
+				p.SecondHalfMiB = max(p.SecondHalfMiB, mib)
+			}
+			p.LastMiB = mib
+		}
 		out = append(out, p)
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -81,26 +108,35 @@ func (m *memWatch) sample() {
 		if name != "api" && name != "workers" {
 			continue
 		}
-		kb, ok := vmHWM(pid)
+		hwm, rss, ok := memStatus(pid)
 		if !ok {
 			continue
 		}
 		m.mu.Lock()
-		m.procs[pid] = ProcMemory{Name: name, PID: pid, PeakMiB: float64(kb) / 1024}
+		m.procs[pid] = ProcMemory{Name: name, PID: pid, PeakMiB: float64(hwm) / 1024}
+		m.rss[pid] = append(m.rss[pid], rssSample{at: time.Now(), kb: rss})
 		m.mu.Unlock()
 	}
 }
 
-func vmHWM(pid int) (int, bool) {
+// memStatus reads a process's VmHWM and VmRSS, in kB.
+func memStatus(pid int) (hwm, rss int, ok bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0, false
+		return 0, 0, false
 	}
+	found := 0
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			return n, err == nil
+		for key, dst := range map[string]*int{"VmHWM:": &hwm, "VmRSS:": &rss} {
+			if v, ok := strings.CutPrefix(line, key); ok {
+				n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+				if err != nil {
+					return 0, 0, false
+				}
+				*dst = n
+				found++
+			}
 		}
 	}
-	return 0, false
+	return hwm, rss, found == 2
 }

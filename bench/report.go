@@ -47,7 +47,8 @@ func WriteTable(w io.Writer, r *Result) error {
 		fmt.Fprintln(tw, "latency\tnot measured")
 	}
 	for _, p := range r.Memory {
-		fmt.Fprintf(tw, "peak RSS %s pid %d\t%.1f MiB\n", p.Name, p.PID, p.PeakMiB)
+		fmt.Fprintf(tw, "peak RSS %s pid %d\t%.1f MiB (RSS max %.1f MiB in the first half of the run, %.1f MiB in the second, %.1f MiB last)\n",
+			p.Name, p.PID, p.PeakMiB, p.FirstHalfMiB, p.SecondHalfMiB, p.LastMiB)
 	}
 	return tw.Flush()
 }

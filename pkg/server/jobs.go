@@ -363,7 +363,11 @@ func (s *Server) failpoint(name string) {
 }
 
 // markEvery is how often confirmed publications are written to Postgres.
-const markEvery = 50 * time.Millisecond
+// Well below the relay's wait (WARREN_RELAY_AFTER, 3 s by default), so that
+// marked jobs are not relayed, and long enough that most jobs are claimed
+// before their mark is due: a job that is no longer queued needs none, and
+// the UPDATE skips it without writing.
+const markEvery = 500 * time.Millisecond
 
 // publishMarks records in Postgres, in batches, that RabbitMQ confirmed the
 // messages of jobs this api published, so that the scheduler's relay

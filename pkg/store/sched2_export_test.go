@@ -8,3 +8,10 @@ const (
 	ExpiredQuery         = expiredQuery
 	ExpiredFinishedQuery = expiredFinishedQuery
 )
+
+// Exported for the EXPLAIN checks of the job path's batch statements.
+var (
+	ClaimBatchQuery    = claimBatchQuery
+	CompleteBatchQuery = completeBatchQuery
+	MarkPublishedQuery = markPublishedQuery
+)

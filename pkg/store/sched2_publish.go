@@ -161,8 +161,16 @@ func (s *Store) MarkPublished(ctx context.Context, ids []job.ID) error {
 // being claimed (and then needs no mark) or relayed (which marks it itself);
 // at worst a mark is missed and the relay sends one harmless duplicate.
 // Waiting instead could deadlock with a batch claim locking the same rows.
+//
+// Unlike the worker's batch statements (see claimBatchQuery), most of its
+// rows are no longer queued when it runs (claimed meanwhile), so it must not
+// lock them just to find that out: it tests the state in the scan. The test
+// compares with the "C" collation, which for equality is the same test, so
+// that it does not match the predicates of the partial indexes on state and
+// the planner looks the ids up by primary key whatever its statistics say.
 const markPublishedQuery = `WITH locked AS (
-		SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND ` + unpublished + `
+		SELECT id FROM jobs WHERE id = ANY($1::uuid[])
+			AND state = 'queued' COLLATE "C" AND (published_at IS NULL OR published_at < queued_at)
 		ORDER BY id FOR UPDATE SKIP LOCKED)
 	UPDATE jobs SET published_at = now() FROM locked WHERE jobs.id = locked.id`
 

@@ -54,16 +54,7 @@ func (s *Store) claimShard(ctx context.Context, n int, ids []job.ID, idx []int, 
 	db := s.shards[n]
 	keys := uniqueKeys(ids, idx)
 	var got []*job.Job
-	err := selectRetrying(ctx, db, &got, `WITH locked AS (
-			SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND state = 'queued'
-				AND (coalesce(cardinality($4::text[]), 0) = 0 OR tenant = ANY($4::text[]))
-			ORDER BY id FOR UPDATE)
-		UPDATE jobs SET state = 'running', attempt = attempt + 1,
-			started_at = now(), finished_at = NULL, worker_id = $2,
-			lease_until = now() + $3 * interval '1 millisecond'
-		FROM locked
-		WHERE jobs.id = locked.id AND jobs.state = 'queued'
-		RETURNING `+qualified, pq.Array(keys), workerID, lease.Milliseconds(), pq.Array(tenants))
+	err := selectRetrying(ctx, db, &got, claimBatchQuery, pq.Array(keys), workerID, lease.Milliseconds(), pq.Array(tenants))
 	if err != nil {
 		fail(out, idx, &ShardError{Shard: n, Err: fmt.Errorf("claim %d jobs: %w", len(keys), err)})
 		return
@@ -131,24 +122,50 @@ func (s *Store) completeShard(ctx context.Context, n int, items []Completion, id
 	}
 	db := s.shards[n]
 	var got []*job.Job
-	err := selectRetrying(ctx, db, &got, `WITH items AS (
-			SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, attempt int, result jsonb)),
-		locked AS (
-			SELECT jobs.id, items.result FROM jobs JOIN items
-				ON jobs.id = items.id AND jobs.attempt = items.attempt
-			WHERE jobs.state = 'running'
-			ORDER BY jobs.id FOR UPDATE OF jobs)
-		UPDATE jobs SET state = 'succeeded', result = locked.result, error = NULL,
-			finished_at = now(), worker_id = NULL, lease_until = NULL
-		FROM locked
-		WHERE jobs.id = locked.id AND jobs.state = 'running'
-		RETURNING `+qualified, doc.Bytes())
+	err := selectRetrying(ctx, db, &got, completeBatchQuery, doc.Bytes())
 	if err != nil {
 		fail(out, sent, &ShardError{Shard: n, Err: fmt.Errorf("complete %d jobs: %w", len(seen), err)})
 		return
 	}
 	s.answer(ctx, db, n, ids, attempts, sent, got, nil, out)
 }
+
+// The batch statements find their rows by primary key alone and test the
+// state on the locked row, never in the WHERE clause of the jobs scan. A
+// state there matches the predicate of a partial index (jobs_queued_since,
+// jobs_lease, jobs_unpublished), and with statistics taken while the queue
+// was empty the planner prefers scanning that index to a few primary-key
+// lookups; under load the index holds the whole backlog and its dead
+// entries, and every claim scanned them all.
+
+// claimBatchQuery claims the queued jobs among the ids $1 for worker $2
+// with a lease of $3 ms; only jobs of the tenants $4 unless it is empty.
+// Rows are locked in id order, so that batches racing on the same jobs
+// queue up instead of deadlocking.
+var claimBatchQuery = `WITH locked AS (
+		SELECT id, state, tenant FROM jobs WHERE id = ANY($1::uuid[])
+		ORDER BY id FOR UPDATE)
+	UPDATE jobs SET state = 'running', attempt = attempt + 1,
+		started_at = now(), finished_at = NULL, worker_id = $2,
+		lease_until = now() + $3 * interval '1 millisecond'
+	FROM locked
+	WHERE jobs.id = locked.id AND locked.state = 'queued'
+		AND (coalesce(cardinality($4::text[]), 0) = 0 OR locked.tenant = ANY($4::text[]))
+	RETURNING ` + qualified
+
+// completeBatchQuery records the successes in $1, a JSON array of
+// {"id", "attempt", "result"}, of attempts that are still running; rows are
+// locked in id order as claimBatchQuery does.
+var completeBatchQuery = `WITH items AS (
+		SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, attempt int, result jsonb)),
+	locked AS (
+		SELECT id, state, attempt FROM jobs WHERE id = ANY(ARRAY(SELECT id FROM items))
+		ORDER BY id FOR UPDATE)
+	UPDATE jobs SET state = 'succeeded', result = items.result, error = NULL,
+		finished_at = now(), worker_id = NULL, lease_until = NULL
+	FROM locked JOIN items ON items.id = locked.id AND items.attempt = locked.attempt
+	WHERE jobs.id = locked.id AND locked.state = 'running'
+	RETURNING ` + qualified
 
 // selectRetrying runs a batch statement, once more should Postgres abort it
 // as a deadlock victim. The batch locks its rows in id order, but a

@@ -36,10 +36,15 @@ func (s *Store) ExtendLeases(ctx context.Context, workerID string, lease time.Du
 	var errs []error
 	for n, shardIDs := range byShard {
 		var got []Held
-		err := s.shards[n].SelectContext(ctx, &got, `UPDATE jobs
-			SET lease_until = now() + $3 * interval '1 millisecond', heartbeat_at = now()
-			WHERE id = ANY($1::uuid[]) AND state = 'running' AND worker_id = $2
-			RETURNING id, attempt`, pq.Array(shardIDs), workerID, lease.Milliseconds())
+		// Rows by primary key, state tested on the locked row, in id order,
+		// as the batch claims and completions do (see claimBatchQuery).
+		err := s.shards[n].SelectContext(ctx, &got, `WITH locked AS (
+				SELECT id, state, worker_id FROM jobs WHERE id = ANY($1::uuid[])
+				ORDER BY id FOR UPDATE)
+			UPDATE jobs SET lease_until = now() + $3 * interval '1 millisecond', heartbeat_at = now()
+			FROM locked
+			WHERE jobs.id = locked.id AND locked.state = 'running' AND locked.worker_id = $2
+			RETURNING jobs.id, jobs.attempt`, pq.Array(shardIDs), workerID, lease.Milliseconds())
 		if err != nil {
 			errs = append(errs, &ShardError{Shard: n, Err: fmt.Errorf("extend %d leases: %w", len(shardIDs), err)})
 			continue
