@@ -112,13 +112,13 @@ func echoReq(cfg Config, i int) job.Request {
 }
 
 // batchPath submits cfg.N echo jobs in batches from cfg.Clients clients and
-// times the first submit to the queue drained.
+// times the first submit to the last job succeeded (see finish).
 func batchPath(ctx context.Context, c *client.Client, cfg Config) (*Throughput, error) {
 	if err := drained(ctx, c, cfg.Queue); err != nil {
 		return nil, fmt.Errorf("waiting for an idle queue before starting: %w", err)
 	}
 	var next atomic.Int64
-	var last sync.Map
+	ids := make([]string, cfg.N)
 	start := time.Now()
 	err := fanOut(cfg.Clients, func() error {
 		for {
@@ -138,28 +138,24 @@ func batchPath(ctx context.Context, c *client.Client, cfg Config) (*Throughput, 
 				if it.Err != nil {
 					return fmt.Errorf("batch item %d: %w", it.Index, it.Err)
 				}
+				ids[lo+it.Index] = it.Job.ID.String()
 			}
-			last.Store(lo, items[len(items)-1].Job.ID.String())
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := drained(ctx, c, cfg.Queue); err != nil {
-		return nil, err
-	}
-	d := time.Since(start)
-	return throughput(cfg.N, d), checkSucceeded(ctx, c, &last)
+	return finish(ctx, c, cfg.Queue, start, ids)
 }
 
 // singlePath submits cfg.N echo jobs one request each from 4×cfg.Clients
-// clients and times the first submit to the queue drained.
+// clients and times the first submit to the last job succeeded.
 func singlePath(ctx context.Context, c *client.Client, cfg Config) (*Throughput, error) {
 	if err := drained(ctx, c, cfg.Queue); err != nil {
 		return nil, fmt.Errorf("waiting for an idle queue before starting: %w", err)
 	}
 	var next atomic.Int64
-	var last sync.Map
+	ids := make([]string, cfg.N)
 	start := time.Now()
 	err := fanOut(4*cfg.Clients, func() error {
 		for {
@@ -171,34 +167,43 @@ func singlePath(ctx context.Context, c *client.Client, cfg Config) (*Throughput,
 			if err != nil {
 				return err
 			}
-			if i >= cfg.N-20 {
-				last.Store(i, j.ID.String())
-			}
+			ids[i] = j.ID.String()
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := drained(ctx, c, cfg.Queue); err != nil {
-		return nil, err
-	}
-	d := time.Since(start)
-	return throughput(cfg.N, d), checkSucceeded(ctx, c, &last)
+	return finish(ctx, c, cfg.Queue, start, ids)
 }
 
-// checkSucceeded reads back a sample of the jobs (ids in m) and fails unless
-// each succeeded: a fast run of failing jobs is not a result.
-func checkSucceeded(ctx context.Context, c *client.Client, m *sync.Map) error {
-	var err error
-	m.Range(func(_, v any) bool {
-		j, e := c.Get(ctx, v.(string))
-		if e == nil && j.State != job.Succeeded {
-			e = fmt.Errorf("job %s is %s, not succeeded", j.ID, j.State)
+// lastJobs is how many of the newest jobs finish waits for.
+const lastJobs = 200
+
+// finish waits for a throughput phase's jobs (ids, in submission order) and
+// times it: the end is the latest finished_at of the newest lastJobs jobs,
+// which the queue's first-in, first-out order makes the last to finish.
+// It waits for those jobs one by one with long polls (GET ?wait, woken by
+// Redis: no load on Postgres while the stack works), fails unless each
+// succeeded, then checks once that the queue has drained, so an older job
+// still running cannot go unnoticed.
+func finish(ctx context.Context, c *client.Client, queue string, start time.Time, ids []string) (*Throughput, error) {
+	var end time.Time
+	for _, id := range ids[max(0, len(ids)-lastJobs):] {
+		j, err := c.Wait(ctx, id)
+		if err != nil {
+			return nil, err
 		}
-		err = e
-		return e == nil
-	})
-	return err
+		if j.State != job.Succeeded {
+			return nil, fmt.Errorf("job %s is %s, not succeeded", j.ID, j.State)
+		}
+		if j.FinishedAt != nil && j.FinishedAt.After(end) {
+			end = *j.FinishedAt
+		}
+	}
+	if err := drained(ctx, c, queue); err != nil {
+		return nil, err
+	}
+	return throughput(len(ids), end.Sub(start)), nil
 }
 
 // latency offers cfg.Rate submits per second for cfg.Duration, each on its
@@ -301,11 +306,11 @@ func drained(ctx context.Context, c *client.Client, queue string) error {
 	}
 }
 
-// drainPoll is how often the bench asks whether the queue has drained. Each
-// GET /v1/queues counts the last minute's finished jobs on every shard, so
-// asking much more often would load Postgres and slow the stack measured;
-// the end time is at most this late (1 % of a 20 s phase).
-const drainPoll = 200 * time.Millisecond
+// drainPoll is how often the bench asks whether the queue has drained,
+// before each phase and once after the throughput phases. Each GET
+// /v1/queues counts the last minute's finished jobs on every shard (tens of
+// milliseconds of Postgres under load), so the phases themselves never poll.
+const drainPoll = time.Second
 
 // fanOut runs fn in n goroutines and returns the first error.
 func fanOut(n int, fn func() error) error {
