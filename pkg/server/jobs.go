@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -58,10 +58,19 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, tenant string) {
 		}
 		j.ID = job.NewID(j.CreatedAt, s.keyShard(tenant, key))
 		j.IdempotencyKey, j.RequestHash = &key, hash
+		// The store also looks the key up on the shards it was routed to
+		// before shards were appended, so a replay finds the job wherever
+		// it went (see store.InsertIdempotent, which also says what a race
+		// during a rolling restart onto a new shard count can do).
 		stored, created, err := s.store.InsertIdempotent(r.Context(), j)
 		if err != nil {
-			s.log.Error("store job", "job_id", j.ID.String(), "shard", j.ID.Shard(), "error", err)
-			unavailable(w, fmt.Sprintf("the job could not be stored on shard %d, where its Idempotency-Key belongs; it was not accepted, retry later", j.ID.Shard()))
+			shard := j.ID.Shard()
+			var se *store.ShardError
+			if errors.As(err, &se) {
+				shard = se.Shard
+			}
+			s.log.Error("store job", "job_id", j.ID.String(), "shard", shard, "error", err)
+			unavailable(w, fmt.Sprintf("the job could not be stored: shard %d, where its Idempotency-Key belongs or may have been stored before shards were added, failed; it was not accepted, retry later", shard))
 			return
 		}
 		if !created {
@@ -275,11 +284,13 @@ func idempotencyKey(w http.ResponseWriter, r *http.Request) (string, bool) {
 }
 
 // keyShard routes an idempotency key to its shard: SHA-256 of tenant and
-// key, modulo the number of shards. Every request with the key lands on the
-// same shard, where the unique index (tenant, idempotency_key) decides.
+// key, modulo the number of shards (store.IdempotencyShard, which the
+// scheduler's cron keys use too). While the shard count stays the same,
+// every request with the key lands on the same shard, where the unique index
+// (tenant, idempotency_key) decides; after shards are appended the store
+// finds keys stored under the old count on their old shards.
 func (s *Server) keyShard(tenant, key string) int {
-	sum := sha256.Sum256([]byte(tenant + "\x00" + key))
-	return int(binary.BigEndian.Uint64(sum[:8]) % uint64(s.store.Shards()))
+	return s.store.IdempotencyShard(tenant, key)
 }
 
 // requestHash is the SHA-256 of the request re-marshalled canonically:

@@ -1,12 +1,16 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,14 +56,35 @@ func (s *Store) InsertBatch(ctx context.Context, jobs []*job.Job) []error {
 }
 
 // InsertIdempotent stores a new job that carries an idempotency key, unless
-// the tenant already has a job with that key on the job's shard. It returns
-// the job now stored under the key and whether this call created it. The
-// caller compares RequestHash to tell a replay from a different request.
+// the tenant already has a job with that key, on the job's shard or on a
+// shard the key was routed to before shards were appended. It returns the
+// job now stored under the key (the earliest, should there be several) and
+// whether this call created it. The caller compares RequestHash to tell a
+// replay from a different request.
 //
-// Concurrent calls with one key are serialised by the unique index
-// (tenant, idempotency_key): exactly one creates the job, the others wait for
-// its commit and then return it. The key is unique per shard, so the caller
-// must route every key to the same shard (see the server's key routing).
+// Routing: the caller puts j on the key's shard under the current shard
+// count N (IdempotencyShard). A key stored earlier, when there were k < N
+// shards, lives on its shard under k; shards are only ever appended, so
+// those are the shards hash mod k, k = 1…N-1 (keyShards). When any of them
+// differs from j's shard, they are read in parallel, with j's shard, before
+// the INSERT: one more round trip for such keys, none for the others (with
+// one shard, or two shards and a key at home on shard 0), and none for jobs
+// without a key. A shard that cannot be read fails the call, since it may
+// hold the key: an idempotent submit waits rather than make a second job.
+//
+// Concurrent calls with one key under one shard count are serialised by the
+// unique index (tenant, idempotency_key) on the key's shard: exactly one
+// creates the job, the others wait for its commit and then return it.
+//
+// The window when a shard is added: while some callers count N shards and
+// others still count N-1 (a rolling restart of the api processes), a key
+// whose shard differs between N-1 and N and whose requests reach both kinds
+// can get two jobs, one on each shard (each kind still makes only one): an
+// old caller never reads the new shard, and a new caller may read the old
+// shard before an old caller's INSERT commits there. Keys whose shard did
+// not move, keys stored before the window and keys sent only to callers of
+// one kind are not exposed. Once every caller counts N shards no new
+// duplicate can arise, and every replay gets the earliest of the two jobs.
 func (s *Store) InsertIdempotent(ctx context.Context, j *job.Job) (stored *job.Job, created bool, err error) {
 	if j.IdempotencyKey == nil {
 		return nil, false, errors.New("insert idempotent job: no idempotency key")
@@ -67,6 +92,15 @@ func (s *Store) InsertIdempotent(ctx context.Context, j *job.Job) (stored *job.J
 	db, err := s.shard(j.ID)
 	if err != nil {
 		return nil, false, fmt.Errorf("insert job: %w", err)
+	}
+	if shards := s.keyShards(j.Tenant, *j.IdempotencyKey, j.ID.Shard()); len(shards) > 1 {
+		found, err := s.findByKey(ctx, j.Tenant, *j.IdempotencyKey, shards)
+		if err != nil {
+			return nil, false, fmt.Errorf("insert job %s: %w", j.ID, err)
+		}
+		if found != nil {
+			return found, false, nil
+		}
 	}
 	// A row that wins the race and is then deleted (retention) between our
 	// INSERT and SELECT is vanishingly rare; a second round settles it.
@@ -84,7 +118,7 @@ func (s *Store) InsertIdempotent(ctx context.Context, j *job.Job) (stored *job.J
 			return j, true, nil
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
-			return nil, false, fmt.Errorf("insert job %s on shard %d: %w", j.ID, j.ID.Shard(), err)
+			return nil, false, &ShardError{Shard: j.ID.Shard(), Err: fmt.Errorf("insert job %s: %w", j.ID, err)}
 		}
 		var got job.Job
 		err = db.GetContext(ctx, &got, `SELECT `+columns+` FROM jobs
@@ -93,10 +127,59 @@ func (s *Store) InsertIdempotent(ctx context.Context, j *job.Job) (stored *job.J
 			return &got, false, nil
 		}
 		if !errors.Is(err, sql.ErrNoRows) {
-			return nil, false, fmt.Errorf("read job by idempotency key on shard %d: %w", j.ID.Shard(), err)
+			return nil, false, &ShardError{Shard: j.ID.Shard(), Err: fmt.Errorf("read job by idempotency key: %w", err)}
 		}
 	}
 	return nil, false, fmt.Errorf("insert job %s: idempotency key conflict did not settle", j.ID)
+}
+
+// keyShards returns the shards that may hold tenant's key: home (where the
+// new job goes) first, then the key's shard under every smaller shard
+// count, each once. The hash is IdempotencyShard's.
+func (s *Store) keyShards(tenant, key string, home int) []int {
+	sum := sha256.Sum256([]byte(tenant + "\x00" + key))
+	h := binary.BigEndian.Uint64(sum[:8])
+	shards := []int{home}
+	for k := 1; k < len(s.shards); k++ {
+		if n := int(h % uint64(k)); !slices.Contains(shards, n) {
+			shards = append(shards, n)
+		}
+	}
+	return shards
+}
+
+// findByKey reads tenant's job with the idempotency key on each of shards,
+// in parallel, and returns the earliest found (ids sort by creation time),
+// or nil when none has it. A shard that fails to answer fails the call
+// unless another shard has the job.
+func (s *Store) findByKey(ctx context.Context, tenant, key string, shards []int) (*job.Job, error) {
+	found := make([]*job.Job, len(shards))
+	errs := make([]error, len(shards))
+	var wg sync.WaitGroup
+	for i, n := range shards {
+		wg.Go(func() {
+			var j job.Job
+			err := s.shards[n].GetContext(ctx, &j, `SELECT `+columns+` FROM jobs
+				WHERE tenant = $1 AND idempotency_key = $2`, tenant, key)
+			switch {
+			case err == nil:
+				found[i] = &j
+			case !errors.Is(err, sql.ErrNoRows):
+				errs[i] = &ShardError{Shard: n, Err: fmt.Errorf("read job by idempotency key: %w", err)}
+			}
+		})
+	}
+	wg.Wait()
+	var first *job.Job
+	for _, j := range found {
+		if j != nil && (first == nil || bytes.Compare(j.ID[:], first.ID[:]) < 0) {
+			first = j
+		}
+	}
+	if first != nil {
+		return first, nil
+	}
+	return nil, errors.Join(errs...)
 }
 
 // The columns of a new job, and their types for jsonb_to_recordset.
