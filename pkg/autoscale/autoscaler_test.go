@@ -98,17 +98,17 @@ func TestAutoscalerScalesAndExplains(t *testing.T) {
 	}
 	// 40 busy slots; 300 slot-s of work waiting, and 300 more piling up
 	// while new workers start (40 − 10 slots up, for 10 s): 600 slot-s
-	// drained in 20 s take 30 slots. (40 + 30) / 10 = 7 workers.
-	if len(sc.scales) != 1 || sc.scales[0] != 7 {
+	// drained in 40 s take 15 slots. (40 + 15) / 10 = 5.5: 6 workers.
+	if len(sc.scales) != 1 || sc.scales[0] != 6 {
 		t.Fatalf("scales %v", sc.scales)
 	}
 	if !slices.Equal(src.asked, []string{"default", "mail"}) {
 		t.Fatalf("queues asked %v", src.asked)
 	}
-	if !strings.Contains(logs.String(), "scale up from 1 to 7") || !strings.Contains(logs.String(), "backend=fake") {
+	if !strings.Contains(logs.String(), "scale up from 1 to 6") || !strings.Contains(logs.String(), "backend=fake") {
 		t.Fatalf("log:\n%s", logs.String())
 	}
-	// Two seconds on: 6 workers are starting (one consumer); not ordered twice.
+	// Two seconds on: 5 workers are starting (one consumer); not ordered twice.
 	clk.advance(2 * time.Second)
 	if err := a.Tick(ctx); err != nil {
 		t.Fatal(err)
@@ -118,8 +118,8 @@ func TestAutoscalerScalesAndExplains(t *testing.T) {
 	}
 	text := gather(t, reg)
 	for _, want := range []string{
-		`warren_autoscale_workers{state="starting"} 6`, `warren_autoscale_workers{state="up"} 1`,
-		`warren_autoscale_desired_workers 7`, `warren_autoscale_queue_waiting_jobs{queue="default"} 300`,
+		`warren_autoscale_workers{state="starting"} 5`, `warren_autoscale_workers{state="up"} 1`,
+		`warren_autoscale_desired_workers 6`, `warren_autoscale_queue_waiting_jobs{queue="default"} 300`,
 		`warren_autoscale_queue_arrival_rate{queue="mail"} 10`, `warren_autoscale_queue_consumers{queue="default"} 1`,
 		`warren_autoscale_decisions_total{direction="up"} 1`, `warren_autoscale_decisions_total{direction="hold"} 1`,
 	} {
@@ -128,12 +128,12 @@ func TestAutoscalerScalesAndExplains(t *testing.T) {
 		}
 	}
 	// Once RabbitMQ shows the consumers, they are up, startup or not.
-	br.consumers["default"] = 7
+	br.consumers["default"] = 6
 	clk.advance(2 * time.Second)
 	if err := a.Tick(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(gather(t, reg), `warren_autoscale_workers{state="up"} 7`) {
+	if !strings.Contains(gather(t, reg), `warren_autoscale_workers{state="up"} 6`) {
 		t.Error("consumers not counted as up")
 	}
 }
@@ -153,7 +153,7 @@ func TestAutoscalerWithoutFigures(t *testing.T) {
 	}
 	// A backend that refuses: the error says so, and the count is read again.
 	src.err = nil
-	src.loads = []QueueLoad{{Queue: "default", Ready: 1000, MeanJobTime: time.Second}}
+	src.loads = []QueueLoad{{Queue: "default", Ready: 2000, MeanJobTime: time.Second}}
 	sc.scaleErr = &APIError{Backend: "heroku", Method: "PATCH", Path: "/apps/a/formation/worker", Status: 401}
 	err = a.Tick(ctx)
 	if !errors.Is(err, ErrUnauthorized) {

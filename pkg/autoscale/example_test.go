@@ -7,9 +7,9 @@ import (
 	"github.com/warrenhq/warren/pkg/autoscale"
 )
 
-// A queue receives 40 jobs a second that take half a second each, and 600
+// A queue receives 40 jobs a second that take half a second each, and 1,200
 // jobs wait; two workers of 10 slots are up. The policy orders enough
-// workers to serve the arrivals and drain the backlog within 20 s.
+// workers to serve the arrivals and drain the backlog within 40 s.
 func ExamplePolicy_Decide() {
 	p := autoscale.DefaultPolicy()
 	var s autoscale.State
@@ -17,7 +17,7 @@ func ExamplePolicy_Decide() {
 		At:      time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC),
 		Current: 2,
 		Queues: []autoscale.QueueLoad{{
-			Queue: "default", Ready: 600, Running: 20,
+			Queue: "default", Ready: 1200, Running: 20,
 			ArrivalRate: 40, MeanJobTime: 500 * time.Millisecond,
 		}},
 	})

@@ -5,11 +5,12 @@
 // the scaler, once per tick.
 //
 // The policy sizes the fleet by Little's law — the jobs in service at once
-// are the arrival rate times the mean job time — plus the capacity that
-// drains the current backlog within a target latency, plus headroom. It
-// scales up at once (counting workers still starting, so the same capacity
-// is not ordered twice), scales down slowly (the highest recommendation over
-// a stabilisation window, and a bounded step), keeps within min/max, and
+// are the arrival rate times the mean job time, the rate read from the
+// backlog when that shows a sudden rise — plus the capacity that drains the
+// current backlog within a target latency, plus headroom. It scales up at
+// once (counting workers still starting, so the same capacity is not ordered
+// twice), scales down slowly (to the highest need over a stabilisation
+// window with a 10 % margin, and a bounded step), keeps within min/max, and
 // scales to zero after an idle period and back from zero on the first job.
 // docs/AUTOSCALING.md explains it with figures.
 package autoscale
@@ -70,8 +71,8 @@ type Policy struct {
 	// fixed percentage costs on a large fleet. 0 runs the fleet full.
 	Headroom float64
 	// DownWindow is the stabilisation window: the fleet shrinks only to the
-	// highest recommendation seen within it, and not while the arrivals'
-	// need has grown within it.
+	// highest need seen within it (with a 10 % margin), and not while the
+	// arrivals' need has grown within it.
 	DownWindow time.Duration
 	// DownStep is the most workers one decision removes (at least 1).
 	DownStep int
@@ -89,9 +90,9 @@ type Policy struct {
 // DefaultPolicy returns the defaults documented in docs/AUTOSCALING.md.
 func DefaultPolicy() Policy {
 	return Policy{
-		Min: 1, Max: 20, Concurrency: 10, Interval: 2 * time.Second,
-		TargetLatency: 20 * time.Second, Headroom: 1,
-		DownWindow: 3 * time.Minute, DownStep: 2,
+		Min: 1, Max: 20, Concurrency: 10, Interval: 10 * time.Second,
+		TargetLatency: 40 * time.Second, Headroom: 1.1,
+		DownWindow: 150 * time.Second, DownStep: 1,
 		IdleAfter: 5 * time.Minute, DefaultJobTime: time.Second,
 		Startup: 10 * time.Second,
 	}
@@ -147,7 +148,7 @@ type State struct {
 
 type rec struct {
 	at   time.Time
-	n    int     // workers recommended
+	n    int     // workers the fleet may shrink to: ⌈need × (1 + downMargin)⌉
 	load float64 // slots the arrivals kept busy
 }
 
@@ -155,15 +156,32 @@ type rec struct {
 // as the HPA's tolerance.
 const downTolerance = 0.1
 
+// downMargin is what the fleet keeps over the highest need of the down
+// window when it shrinks. Up is at need, down at need + 10 %: between the
+// two the fleet holds, so that a need that wavers around a whole number of
+// workers (the noise of a rate measured over 30 s) does not flap.
+const downMargin = 0.1
+
 // riseTolerance is the growth of the arrivals' need within the down window
 // above which the fleet is not shrunk: the load is rising and will want the
 // workers back. It is above the noise of a rate measured over 30 s.
 const riseTolerance = 0.05
 
+// backlogAge is how long the oldest job must have waited before the
+// backlog's own rate — the jobs waiting over that wait, since every one of
+// them arrived within it — counts as an arrival rate. A rate averaged over
+// a window is slow to see a sudden rise (a third of a step after 10 s of a
+// 30 s window); the backlog sees it at once. Below a few seconds of wait the
+// ratio is noise.
+const backlogAge = 3 * time.Second
+
 // Decide returns the fleet size for the observation. It counts in job slots
-// (a worker has Concurrency of them) and slot-seconds of work:
+// (a worker has Concurrency of them) and slot-seconds of work, per queue
+// then summed:
 //
-//	load   = Σ arrival rate × mean job time     busy slots, by Little's law
+//	rate   = arrival rate over the window, or the waiting jobs over the
+//	         oldest one's wait when that is higher and ≥ 3 s
+//	load   = Σ rate × mean job time             busy slots, by Little's law
 //	spare  = Headroom × √load                   for the randomness of arrivals
 //	work   = Σ waiting jobs × mean job time, plus what piles up until the
 //	         workers ordered are up: (load − slots up) × Startup
@@ -172,9 +190,10 @@ const riseTolerance = 0.05
 //
 // The spare slots drain a small backlog; a larger one gets its own. The
 // fleet grows to ⌈need⌉ at once, counting workers still starting. It
-// shrinks only when the highest recommendation of the last DownWindow is
-// more than 10 % below the fleet and the arrivals have not grown by more
-// than 5 % within that window, by at most DownStep workers a decision.
+// shrinks only to ⌈need + 10 %⌉ at the highest need of the last DownWindow,
+// only when that is more than 10 % below the fleet, not while the arrivals
+// have grown by more than 5 % within that window, and by at most DownStep
+// workers a decision.
 func (p Policy) Decide(s *State, o Observation) Decision {
 	if s.jobTime == nil {
 		s.jobTime = map[string]time.Duration{}
@@ -190,7 +209,11 @@ func (p Policy) Decide(s *State, o Observation) Decision {
 		} else if jt = s.jobTime[q.Queue]; jt <= 0 {
 			jt = p.DefaultJobTime
 		}
-		load += q.ArrivalRate * jt.Seconds()
+		rate := q.ArrivalRate
+		if q.Ready > 0 && q.OldestAge >= backlogAge {
+			rate = max(rate, float64(q.Ready)/q.OldestAge.Seconds())
+		}
+		load += rate * jt.Seconds()
 		work += float64(q.Ready) * jt.Seconds()
 		running += float64(q.Running)
 		ready += q.Ready
@@ -201,10 +224,10 @@ func (p Policy) Decide(s *State, o Observation) Decision {
 	drain := projected / p.TargetLatency.Seconds()
 	spare := p.Headroom * math.Sqrt(load)
 	need := max(load+max(spare, drain), running) / conc
-	want := int(math.Ceil(need - 1e-9))
 	figures := fmt.Sprintf("arrivals keep %.1f slots busy (+%.1f spare), %d waiting (%.0f slot-s of work, %.0f when ordered workers are up: %.1f slots drain it in %v), %d running, oldest waiting %v: need %.2f workers of %d slots",
 		load, spare, ready, work, projected, drain, p.TargetLatency, int(running), oldest.Round(100*time.Millisecond), need, p.Concurrency)
 
+	have := o.Current + o.Starting
 	idle := ready == 0 && running == 0 && load == 0
 	switch {
 	case !idle:
@@ -213,22 +236,23 @@ func (p Policy) Decide(s *State, o Observation) Decision {
 		s.idleFrom = o.At
 	}
 	// With Min 0 the fleet keeps one worker until the queues have been idle
-	// for IdleAfter, and comes back from zero on the first job.
+	// for IdleAfter, comes back from zero on the first job, and stays at
+	// zero while idle: no worker is ordered for queues with nothing to do.
 	toZero := p.Min == 0 && idle && o.At.Sub(s.idleFrom) >= p.IdleAfter
 	floor := p.Min
-	if floor == 0 && !toZero {
+	if floor == 0 && !toZero && (!idle || have > 0) {
 		floor = 1
 	}
-	want = min(max(want, floor), p.Max)
+	bound := func(n float64) int { return min(max(int(math.Ceil(n-1e-9)), floor), p.Max) }
+	want := bound(need)
 
-	have := o.Current + o.Starting
 	if len(s.recs) == 0 {
 		// A fresh state (a scheduler that just started, or just became the
 		// leader) takes the fleet it finds as a recommendation: it does not
 		// shrink it before a window has passed.
 		s.recs = append(s.recs, rec{o.At, have, load})
 	}
-	s.recs = append(s.recs, rec{o.At, want, load})
+	s.recs = append(s.recs, rec{o.At, bound(need * (1 + downMargin)), load})
 	cut := 0
 	for cut < len(s.recs) && o.At.Sub(s.recs[cut].at) > p.DownWindow {
 		cut++
@@ -249,7 +273,7 @@ func (p Policy) Decide(s *State, o Observation) Decision {
 		d.Reason = fmt.Sprintf("scale down from %d to 0: idle for %v", have, p.IdleAfter)
 		return d
 	}
-	stable := want
+	stable := 0
 	for _, r := range s.recs {
 		stable = max(stable, r.n)
 	}
@@ -258,12 +282,12 @@ func (p Policy) Decide(s *State, o Observation) Decision {
 		return d
 	}
 	if float64(stable) >= float64(have)*(1-downTolerance) {
-		d.Reason = fmt.Sprintf("hold (highest in the last %v is %d, within %.0f%% of %d): %s", p.DownWindow, stable, downTolerance*100, have, figures)
+		d.Reason = fmt.Sprintf("hold (%d with %.0f%% over the highest need of the last %v, within %.0f%% of %d): %s", stable, downMargin*100, p.DownWindow, downTolerance*100, have, figures)
 		return d
 	}
 	next := max(stable, have-p.DownStep)
 	d.Desired, d.Direction = next, "down"
-	d.Reason = fmt.Sprintf("scale down from %d to %d (highest in the last %v is %d; at most %d a step): %s", have, next, p.DownWindow, stable, p.DownStep, figures)
+	d.Reason = fmt.Sprintf("scale down from %d to %d (%d with %.0f%% over the highest need of the last %v; at most %d a step): %s", have, next, stable, downMargin*100, p.DownWindow, p.DownStep, figures)
 	return d
 }
 

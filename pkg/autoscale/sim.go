@@ -17,9 +17,10 @@ type Trace struct {
 	Rate     func(t time.Duration) float64
 	JobTime  time.Duration
 	// MinReversals is the fewest changes of scaling direction any autoscaler
-	// needs for this trace, starting from one worker: 0 for load that only
-	// grows, 1 for one burst, 2 per period of a wave after the first rise.
-	// A tie at this number is the best possible result.
+	// needs for this trace, starting from the fleet Compare gives it (one
+	// worker, or none for a trace that starts idle under Min 0): 0 for load
+	// that only grows, 1 for one burst, 2 per period of a wave after the
+	// first rise. A tie at this number is the best possible result.
 	MinReversals int
 }
 

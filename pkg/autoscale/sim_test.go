@@ -2,6 +2,7 @@ package autoscale
 
 import (
 	"bytes"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -12,24 +13,56 @@ import (
 // policy, with its defaults, uses no more worker-seconds than the HPA
 // baseline, and has a lower p95 wait and fewer direction reversals — or, for
 // those two, ties with it at the least possible value (a p95 of zero; the
-// reversals the trace's shape needs).
+// reversals the trace's shape needs). It holds with the default Min 1 and
+// with Min 0, where the fleet scales to zero (the baseline cannot).
 func TestPolicyBeatsHPA(t *testing.T) {
 	t.Parallel()
-	cs := Compare(DefaultSimConfig(), DefaultPolicy(), Traces())
-	var table bytes.Buffer
-	if err := WriteTable(&table, cs); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("\n%s", table.String())
-	for _, c := range cs {
-		for cell, v := range map[string]Verdict{"worker-seconds": c.WorkerSecond, "p95 wait": c.P95, "reversals": c.Flapping} {
-			if !v.Met() {
-				t.Errorf("%s: %s: policy %v, HPA %v", c.Trace.Name, cell, c.Policy, c.HPA)
+	for _, minimum := range []int{1, 0} {
+		t.Run(fmt.Sprintf("min %d", minimum), func(t *testing.T) {
+			t.Parallel()
+			p := DefaultPolicy()
+			p.Min = minimum
+			cs := Compare(DefaultSimConfig(), p, Traces())
+			var table bytes.Buffer
+			if err := WriteTable(&table, cs); err != nil {
+				t.Fatal(err)
 			}
-		}
-		if c.Policy.Jobs != c.HPA.Jobs || c.Policy.Jobs == 0 {
-			t.Errorf("%s: the two runs saw different jobs: %d and %d", c.Trace.Name, c.Policy.Jobs, c.HPA.Jobs)
-		}
+			t.Logf("\n%s", table.String())
+			for _, c := range cs {
+				for cell, v := range map[string]Verdict{"worker-seconds": c.WorkerSecond, "p95 wait": c.P95, "reversals": c.Flapping} {
+					if !v.Met() {
+						t.Errorf("%s: %s: policy %v, HPA %v", c.Trace.Name, cell, c.Policy, c.HPA)
+					}
+				}
+				if c.Policy.Jobs != c.HPA.Jobs || c.Policy.Jobs == 0 {
+					t.Errorf("%s: the two runs saw different jobs: %d and %d", c.Trace.Name, c.Policy.Jobs, c.HPA.Jobs)
+				}
+			}
+		})
+	}
+}
+
+// TestSimulatedScaleToZero: with Min 0 a trace that starts idle starts with no
+// worker under both rules; the policy stays at zero until the burst, comes
+// back for it and returns to zero after the idle period, while the baseline
+// keeps its one replica.
+func TestSimulatedScaleToZero(t *testing.T) {
+	t.Parallel()
+	p := DefaultPolicy()
+	p.Min = 0
+	burst := Traces()[5]
+	c := Compare(DefaultSimConfig(), p, []Trace{burst})[0]
+	log := c.Policy.Log
+	if len(log) < 2 || log[0].From != 0 || log[0].At < 20*time.Minute || log[len(log)-1].To != 0 {
+		t.Fatalf("policy: %v", log)
+	}
+	if c.HPA.Log[0] != (Change{At: 0, From: 0, To: 1}) {
+		t.Fatalf("baseline: %v", c.HPA.Log)
+	}
+	// A trace with load from the start begins with one worker whatever Min.
+	steady := Compare(DefaultSimConfig(), p, Traces()[:1])[0]
+	if steady.Policy.Log[0].From != 1 {
+		t.Fatalf("steady: %v", steady.Policy.Log)
 	}
 }
 

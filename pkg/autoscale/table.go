@@ -32,10 +32,18 @@ const (
 func (v Verdict) Met() bool { return v != Worse }
 
 // Compare simulates every trace under the policy and the HPA baseline (with
-// the same Min, at least 1, and Max) in the environment cfg.
+// the same Min, at least 1, and Max) in the environment cfg. Both runs of a
+// trace start with the same fleet: cfg.Initial workers, or the policy's Min
+// when that is lower and the trace starts idle (no arrivals at t = 0) — a
+// fleet allowed to scale to zero is at zero after a quiet spell, while the
+// baseline, which cannot, orders its one replica at its first sync.
 func Compare(cfg SimConfig, p Policy, traces []Trace) []Comparison {
 	out := make([]Comparison, 0, len(traces))
 	for _, tr := range traces {
+		cfg := cfg
+		if tr.Rate(0) == 0 {
+			cfg.Initial = min(cfg.Initial, p.Min)
+		}
 		c := Comparison{Trace: tr,
 			Policy: Simulate(cfg, tr, &PolicyDecider{Policy: p}),
 			HPA:    Simulate(cfg, tr, HPADecider{NewHPA(p.Min, p.Max, float64(cfg.Concurrency))}),

@@ -18,11 +18,11 @@ type Autoscale struct {
 
 	// The policy.
 	Min, Max       int           // WARREN_AUTOSCALE_MIN (1), WARREN_AUTOSCALE_MAX (20)
-	Interval       time.Duration // WARREN_AUTOSCALE_INTERVAL, between decisions (2s)
-	TargetLatency  time.Duration // WARREN_AUTOSCALE_TARGET_LATENCY, to drain a backlog (20s)
-	Headroom       float64       // WARREN_AUTOSCALE_HEADROOM, spare slots per √busy slots (1)
-	DownWindow     time.Duration // WARREN_AUTOSCALE_DOWN_WINDOW, stabilisation (3m)
-	DownStep       int           // WARREN_AUTOSCALE_DOWN_STEP, workers removed at most per decision (2)
+	Interval       time.Duration // WARREN_AUTOSCALE_INTERVAL, between decisions (10s)
+	TargetLatency  time.Duration // WARREN_AUTOSCALE_TARGET_LATENCY, to drain a backlog (40s)
+	Headroom       float64       // WARREN_AUTOSCALE_HEADROOM, spare slots per √busy slots (1.1)
+	DownWindow     time.Duration // WARREN_AUTOSCALE_DOWN_WINDOW, stabilisation (2m30s)
+	DownStep       int           // WARREN_AUTOSCALE_DOWN_STEP, workers removed at most per decision (1)
 	IdleAfter      time.Duration // WARREN_AUTOSCALE_IDLE_AFTER, idle time before zero when MIN=0 (5m)
 	Startup        time.Duration // WARREN_AUTOSCALE_STARTUP, a new worker's start time (local 2s, else 20s)
 	DefaultJobTime time.Duration // WARREN_AUTOSCALE_JOB_TIME, assumed before a job finished (1s)
@@ -97,11 +97,11 @@ func LoadAutoscale(get Getenv) (Autoscale, error) {
 	if c.Max < c.Min {
 		r.fail("WARREN_AUTOSCALE_MAX", "%d is below WARREN_AUTOSCALE_MIN (%d)", c.Max, c.Min)
 	}
-	c.Interval = r.duration("WARREN_AUTOSCALE_INTERVAL", 2*time.Second, 100*time.Millisecond, 10*time.Minute)
-	c.TargetLatency = r.duration("WARREN_AUTOSCALE_TARGET_LATENCY", 20*time.Second, 100*time.Millisecond, 24*time.Hour)
-	c.Headroom = r.float("WARREN_AUTOSCALE_HEADROOM", 1, 0, 10)
-	c.DownWindow = r.duration("WARREN_AUTOSCALE_DOWN_WINDOW", 3*time.Minute, 0, 24*time.Hour)
-	c.DownStep = r.int("WARREN_AUTOSCALE_DOWN_STEP", 2, 1, 10_000)
+	c.Interval = r.duration("WARREN_AUTOSCALE_INTERVAL", 10*time.Second, 100*time.Millisecond, 10*time.Minute)
+	c.TargetLatency = r.duration("WARREN_AUTOSCALE_TARGET_LATENCY", 40*time.Second, 100*time.Millisecond, 24*time.Hour)
+	c.Headroom = r.float("WARREN_AUTOSCALE_HEADROOM", 1.1, 0, 10)
+	c.DownWindow = r.duration("WARREN_AUTOSCALE_DOWN_WINDOW", 150*time.Second, 0, 24*time.Hour)
+	c.DownStep = r.int("WARREN_AUTOSCALE_DOWN_STEP", 1, 1, 10_000)
 	c.IdleAfter = r.duration("WARREN_AUTOSCALE_IDLE_AFTER", 5*time.Minute, 0, 7*24*time.Hour)
 	startup := 20 * time.Second
 	if c.Mode == AutoscaleLocal {

@@ -14,8 +14,8 @@ func TestAutoscaleDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Autoscale{
-		Mode: "off", Min: 1, Max: 20, Interval: 2 * time.Second, TargetLatency: 20 * time.Second, Headroom: 1,
-		DownWindow: 3 * time.Minute, DownStep: 2, IdleAfter: 5 * time.Minute, Startup: 20 * time.Second,
+		Mode: "off", Min: 1, Max: 20, Interval: 10 * time.Second, TargetLatency: 40 * time.Second, Headroom: 1.1,
+		DownWindow: 150 * time.Second, DownStep: 1, IdleAfter: 5 * time.Minute, Startup: 20 * time.Second,
 		DefaultJobTime: time.Second, Window: 30 * time.Second, Concurrency: DefaultConcurrency, Queues: []string{"default"},
 		Procfile: "Procfile", ProcessType: "worker", Port: 5100, StopTimeout: 30 * time.Second,
 		Deployment: "warren-worker", ServiceAccountDir: "/var/run/secrets/kubernetes.io/serviceaccount",
