@@ -189,6 +189,9 @@ start_redis() {
     return
   fi
   port_free "$REDIS_PORT" || die "port $REDIS_PORT (WARREN_REDIS_PORT) is already in use"
+  local maxmem=${WARREN_REDIS_MAXMEMORY:-256mb}
+  [[ ${maxmem,,} =~ ^[0-9]+(k|kb|m|mb|g|gb)?$ ]] ||
+    die "WARREN_REDIS_MAXMEMORY=$maxmem is not a size such as 256mb"
   say "starting Redis on 127.0.0.1:$REDIS_PORT"
   cat >"$dir/redis.conf" <<CONF
 bind 127.0.0.1
@@ -200,6 +203,13 @@ daemonize yes
 requirepass $pw
 appendonly yes
 save ""
+# Redis holds a cache of finished jobs (each for WARREN_RESULT_TTL) besides
+# the worker heartbeats: at a thousand jobs a second a day's results would
+# not fit in memory. Past the cap, the least recently used keys that expire
+# anyway make room (the heartbeats are rewritten every few seconds); reads of
+# an evicted job fall back to Postgres.
+maxmemory $maxmem
+maxmemory-policy volatile-lru
 CONF
   redis-server "$dir/redis.conf" || die "Redis did not start: see $dir/redis.log"
 }
