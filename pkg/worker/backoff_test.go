@@ -135,7 +135,7 @@ func TestExponentialBackoffRejectsBadBounds(t *testing.T) {
 // be checked: (0, 1s·2^(n−1)], capped at 1h.
 func TestDefaultBackoffStaysWithinItsCeiling(t *testing.T) {
 	t.Parallel()
-	var backoff func(int) time.Duration = worker.DefaultBackoff // usable as a Backoff option
+	backoff := worker.DefaultBackoff
 	for attempt := -1; attempt <= 40; attempt++ {
 		ceiling := min(time.Second<<max(min(attempt-1, 20), 0), time.Hour)
 		for range 500 {
