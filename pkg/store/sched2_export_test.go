@@ -14,4 +14,7 @@ var (
 	ClaimBatchQuery    = claimBatchQuery
 	CompleteBatchQuery = completeBatchQuery
 	MarkPublishedQuery = markPublishedQuery
+	// FinishQuery is the statement of Complete, Fail, Release and Snooze
+	// (their SET clauses aside).
+	FinishQuery = `UPDATE jobs SET worker_id = NULL ` + runningAttempt + ` RETURNING id`
 )

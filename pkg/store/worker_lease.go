@@ -63,8 +63,7 @@ func (s *Store) SetProgress(ctx context.Context, id job.ID, attempt int, progres
 	if err != nil {
 		return err
 	}
-	res, err := db.ExecContext(ctx, `UPDATE jobs SET progress = $3
-		WHERE id = $1 AND attempt = $2 AND state = 'running'`, id, attempt, nullJSON(progress))
+	res, err := db.ExecContext(ctx, `UPDATE jobs SET progress = $3 `+runningAttempt, id, attempt, nullJSON(progress))
 	if err != nil {
 		return fmt.Errorf("set progress of job %s: %w", id, err)
 	}
