@@ -538,8 +538,10 @@ func TestLeaderDutyQueriesUseTheirIndexes(t *testing.T) {
 
 // A worker may get a message the moment RabbitMQ confirms it. Its claim
 // must then succeed: the job has to be queued, committed, before the
-// publish. (A claim is an UPDATE … WHERE state = 'queued': it does not
-// wait for a row that its snapshot sees in another state.)
+// publish. (A claim locks its row by id before it tests the state: a
+// publish made while the transaction that queued the job still held the row
+// would have the claim below wait for that transaction, which waits for
+// the publish, and fail after 10 s.)
 func TestAClaimDuringThePublishSucceeds(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -555,7 +557,9 @@ func TestAClaimDuringThePublishSucceeds(t *testing.T) {
 	expire(t, raw[0], lost.ID)
 	fastWorker := func(_ context.Context, jobs []store.DueJob) error {
 		for _, j := range jobs {
-			c, err := s.Claim(ctx, j.ID, "w-fast", time.Minute)
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			c, err := s.Claim(cctx, j.ID, "w-fast", time.Minute)
+			cancel()
 			if err != nil {
 				t.Errorf("claim of %s during its publish: %v", j.ID, err)
 				continue

@@ -221,32 +221,19 @@ func (s *Store) Get(ctx context.Context, tenant string, id job.ID) (*job.Job, er
 
 // Claim moves a queued job to running for one attempt held by workerID until
 // the lease runs out. It succeeds once per attempt: a second claim, or a claim
-// of a job that is not queued, returns a *StateError.
+// of a job that is not queued, returns a *StateError. It is ClaimBatch for
+// one job.
 func (s *Store) Claim(ctx context.Context, id job.ID, workerID string, lease time.Duration) (*job.Job, error) {
-	db, err := s.shard(id)
-	if err != nil {
-		return nil, err
-	}
-	var j job.Job
-	err = db.GetContext(ctx, &j, `UPDATE jobs SET state = 'running', attempt = attempt + 1,
-			started_at = now(), finished_at = NULL, worker_id = $2,
-			lease_until = now() + $3 * interval '1 millisecond'
-		WHERE id = $1 AND state = 'queued' COLLATE "C"
-		RETURNING `+columns, id, workerID, lease.Milliseconds())
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, s.refusal(ctx, db, id)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("claim job %s: %w", id, err)
-	}
-	return &j, nil
+	r := s.ClaimBatch(ctx, []job.ID{id}, workerID, lease, nil)[0]
+	return r.Job, r.Err
 }
 
 // Complete records the success of a running attempt. A worker whose attempt
 // is no longer the current one (the job was reaped, cancelled or finished)
-// gets a *StateError and changes nothing.
+// gets a *StateError and changes nothing. It is CompleteBatch for one job.
 func (s *Store) Complete(ctx context.Context, id job.ID, attempt int, result job.JSON) (*job.Job, error) {
-	return s.finish(ctx, id, attempt, `state = 'succeeded', result = $3, error = NULL, finished_at = now()`, nullJSON(result))
+	r := s.CompleteBatch(ctx, []Completion{{ID: id, Attempt: attempt, Result: result}})[0]
+	return r.Job, r.Err
 }
 
 // Fail records a failed attempt. The job goes to retrying at retryAt, or to
@@ -271,7 +258,7 @@ func (s *Store) Release(ctx context.Context, id job.ID, attempt int) (*job.Job, 
 // does not match the predicate of the partial index on running jobs
 // (jobs_lease): with statistics taken while few jobs ran, the planner would
 // rather scan that index, and all the running jobs in it, than look the id up
-// by primary key. Claim does the same for queued jobs (jobs_queued_since).
+// by primary key.
 const runningAttempt = `WHERE id = $1 AND attempt = $2 AND state = 'running' COLLATE "C"`
 
 // finish applies a transition out of running for the given attempt.
