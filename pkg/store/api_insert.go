@@ -3,9 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -135,10 +133,9 @@ func (s *Store) InsertIdempotent(ctx context.Context, j *job.Job) (stored *job.J
 
 // keyShards returns the shards that may hold tenant's key: home (where the
 // new job goes) first, then the key's shard under every smaller shard
-// count, each once. The hash is IdempotencyShard's.
+// count, each once.
 func (s *Store) keyShards(tenant, key string, home int) []int {
-	sum := sha256.Sum256([]byte(tenant + "\x00" + key))
-	h := binary.BigEndian.Uint64(sum[:8])
+	h := keyHash(tenant, key)
 	shards := []int{home}
 	for k := 1; k < len(s.shards); k++ {
 		if n := int(h % uint64(k)); !slices.Contains(shards, n) {

@@ -52,6 +52,12 @@ func (s *Store) RecordCronTick(ctx context.Context, name, schedule string, tick 
 // so a key maps to one shard whoever inserts it, and the unique index
 // (tenant, idempotency_key) there decides.
 func (s *Store) IdempotencyShard(tenant, key string) int {
+	return int(keyHash(tenant, key) % uint64(len(s.shards)))
+}
+
+// keyHash is the hash that routes tenant's idempotency key: the first eight
+// bytes of SHA-256 of tenant and key.
+func keyHash(tenant, key string) uint64 {
 	sum := sha256.Sum256([]byte(tenant + "\x00" + key))
-	return int(binary.BigEndian.Uint64(sum[:8]) % uint64(len(s.shards)))
+	return binary.BigEndian.Uint64(sum[:8])
 }
