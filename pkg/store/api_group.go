@@ -2,10 +2,8 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/warrenhq/warren/pkg/coalesce"
@@ -33,13 +31,6 @@ type CommitterConfig struct {
 type Committer struct {
 	st     *Store
 	groups []*coalesce.Group[*job.Job, struct{}]
-	stmts  []preparedInsert // per shard
-}
-
-// preparedInsert is one shard's prepared INSERT, nil until first prepared.
-type preparedInsert struct {
-	mu sync.Mutex
-	st *sql.Stmt
 }
 
 // insertNewJobsSQL inserts new jobs passed as one jsonb array.
@@ -54,7 +45,7 @@ func (s *Store) NewCommitter(cfg CommitterConfig) *Committer {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	c := &Committer{st: s, stmts: make([]preparedInsert, len(s.shards))}
+	c := &Committer{st: s}
 	for shard := range s.shards {
 		c.groups = append(c.groups, coalesce.New(cfg.MaxBatch, cfg.Timeout,
 			func(ctx context.Context, jobs []*job.Job) ([]struct{}, error) {
@@ -107,35 +98,11 @@ func (c *Committer) Insert(ctx context.Context, j *job.Job) error {
 	return fmt.Errorf("no shard took the job: %w", errors.Join(errs...))
 }
 
-// insert runs one statement for jobs on shard, through the shard's
-// prepared INSERT: one round trip (bind, execute) instead of two.
+// insert runs one statement for jobs on shard, prepared (see prepared).
 func (c *Committer) insert(ctx context.Context, shard int, jobs []*job.Job) error {
 	rows, err := newJobRowsJSON(jobs)
 	if err != nil {
 		return err
 	}
-	stmt, err := c.stmt(ctx, shard)
-	if err != nil {
-		return err
-	}
-	_, err = stmt.ExecContext(ctx, rows)
-	return err
-}
-
-// stmt returns the shard's prepared INSERT, preparing it on first use. A
-// failed prepare is not kept: the next statement tries again. database/sql
-// prepares it again by itself on every new connection.
-func (c *Committer) stmt(ctx context.Context, shard int) (*sql.Stmt, error) {
-	p := &c.stmts[shard]
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.st != nil {
-		return p.st, nil
-	}
-	st, err := c.st.shards[shard].PrepareContext(ctx, insertNewJobsSQL)
-	if err != nil {
-		return nil, fmt.Errorf("prepare insert: %w", err)
-	}
-	p.st = st
-	return st, nil
+	return c.st.execPrepared(ctx, shard, insertNewJobsSQL, rows)
 }

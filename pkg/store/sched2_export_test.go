@@ -14,6 +14,7 @@ var (
 	ClaimBatchQuery    = claimBatchQuery
 	CompleteBatchQuery = completeBatchQuery
 	MarkPublishedQuery = markPublishedQuery
+	ExtendLeasesQuery  = extendLeasesQuery
 	// FinishQuery is the statement of Complete, Fail, Release and Snooze
 	// (their SET clauses aside).
 	FinishQuery = `UPDATE jobs SET worker_id = NULL ` + runningAttempt + ` RETURNING id`

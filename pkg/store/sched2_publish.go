@@ -72,7 +72,7 @@ func (s *Store) publishAndMark(ctx context.Context, shard int, jobs []DueJob, pu
 	if err := publish(ctx, jobs); err != nil {
 		return fmt.Errorf("%d queued jobs of shard %d left to the relay: %w", len(jobs), shard, err)
 	}
-	_, err := s.shards[shard].ExecContext(ctx, markPublishedQuery, pq.Array(dueIDs(jobs)))
+	err := s.execPrepared(ctx, shard, markPublishedQuery, pq.Array(dueIDs(jobs)))
 	if err != nil {
 		return fmt.Errorf("mark %d published jobs on shard %d (the relay publishes them again): %w", len(jobs), shard, err)
 	}
@@ -148,7 +148,7 @@ func (s *Store) MarkPublished(ctx context.Context, ids []job.ID) error {
 	}
 	var errs []error
 	for n, shardIDs := range byShard {
-		_, err := s.shards[n].ExecContext(ctx, markPublishedQuery, pq.Array(shardIDs))
+		err := s.execPrepared(ctx, n, markPublishedQuery, pq.Array(shardIDs))
 		if err != nil {
 			errs = append(errs, &ShardError{Shard: n, Err: fmt.Errorf("mark %d jobs published: %w", len(shardIDs), err)})
 		}

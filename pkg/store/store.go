@@ -60,6 +60,7 @@ type Store struct {
 	shards []*sqlx.DB
 	urls   []string
 	next   atomic.Uint64
+	stmts  []stmtCache // per shard, see prepared
 }
 
 // Open returns a Store over the shards in cfg. It checks the URLs but does not
@@ -90,6 +91,7 @@ func Open(cfg Config) (*Store, error) {
 		db.SetConnMaxIdleTime(5 * time.Minute)
 		s.shards = append(s.shards, db)
 	}
+	s.stmts = make([]stmtCache, len(s.shards))
 	return s, nil
 }
 

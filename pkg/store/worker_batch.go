@@ -54,7 +54,7 @@ func (s *Store) claimShard(ctx context.Context, n int, ids []job.ID, idx []int, 
 	db := s.shards[n]
 	keys := uniqueKeys(ids, idx)
 	var got []*job.Job
-	err := selectRetrying(ctx, db, &got, claimBatchQuery, pq.Array(keys), workerID, lease.Milliseconds(), pq.Array(tenants))
+	err := s.selectRetrying(ctx, n, &got, claimBatchQuery, pq.Array(keys), workerID, lease.Milliseconds(), pq.Array(tenants))
 	if err != nil {
 		fail(out, idx, &ShardError{Shard: n, Err: fmt.Errorf("claim %d jobs: %w", len(keys), err)})
 		return
@@ -122,7 +122,7 @@ func (s *Store) completeShard(ctx context.Context, n int, items []Completion, id
 	}
 	db := s.shards[n]
 	var got []*job.Job
-	err := selectRetrying(ctx, db, &got, completeBatchQuery, doc.Bytes())
+	err := s.selectRetrying(ctx, n, &got, completeBatchQuery, doc.Bytes())
 	if err != nil {
 		fail(out, sent, &ShardError{Shard: n, Err: fmt.Errorf("complete %d jobs: %w", len(seen), err)})
 		return
@@ -173,12 +173,12 @@ var completeBatchQuery = `WITH items AS (
 // jobs published, say) can still close a cycle; the aborted statement
 // changed nothing, so running it again is safe, and better than failing a
 // whole batch of claims or leaving completed jobs to their leases.
-func selectRetrying(ctx context.Context, db *sqlx.DB, dest *[]*job.Job, query string, args ...any) error {
-	err := db.SelectContext(ctx, dest, query, args...)
+func (s *Store) selectRetrying(ctx context.Context, shard int, dest *[]*job.Job, query string, args ...any) error {
+	err := s.selectPrepared(ctx, shard, dest, query, args...)
 	var pe *pq.Error
 	if errors.As(err, &pe) && pe.Code == "40P01" { // deadlock_detected
 		*dest = nil
-		err = db.SelectContext(ctx, dest, query, args...)
+		err = s.selectPrepared(ctx, shard, dest, query, args...)
 	}
 	return err
 }

@@ -38,13 +38,7 @@ func (s *Store) ExtendLeases(ctx context.Context, workerID string, lease time.Du
 		var got []Held
 		// Rows by primary key, state tested on the locked row, in id order,
 		// as the batch claims and completions do (see claimBatchQuery).
-		err := s.shards[n].SelectContext(ctx, &got, `WITH locked AS (
-				SELECT id, state, worker_id FROM jobs WHERE id = ANY($1::uuid[])
-				ORDER BY id FOR UPDATE)
-			UPDATE jobs SET lease_until = now() + $3 * interval '1 millisecond', heartbeat_at = now()
-			FROM locked
-			WHERE jobs.id = locked.id AND locked.state = 'running' AND locked.worker_id = $2
-			RETURNING jobs.id, jobs.attempt`, pq.Array(shardIDs), workerID, lease.Milliseconds())
+		err := s.selectPrepared(ctx, n, &got, extendLeasesQuery, pq.Array(shardIDs), workerID, lease.Milliseconds())
 		if err != nil {
 			errs = append(errs, &ShardError{Shard: n, Err: fmt.Errorf("extend %d leases: %w", len(shardIDs), err)})
 			continue
@@ -74,3 +68,13 @@ func (s *Store) SetProgress(ctx context.Context, id job.ID, attempt int, progres
 	}
 	return nil
 }
+
+// extendLeasesQuery renews the leases of worker $2's running jobs among the
+// ids $1 by $3 ms.
+const extendLeasesQuery = `WITH locked AS (
+		SELECT id, state, worker_id FROM jobs WHERE id = ANY($1::uuid[])
+		ORDER BY id FOR UPDATE)
+	UPDATE jobs SET lease_until = now() + $3 * interval '1 millisecond', heartbeat_at = now()
+	FROM locked
+	WHERE jobs.id = locked.id AND locked.state = 'running' AND locked.worker_id = $2
+	RETURNING jobs.id, jobs.attempt`

@@ -53,6 +53,7 @@ func TestJobPathStatementsLookUpByPrimaryKey(t *testing.T) {
 		{"claim", store.ClaimBatchQuery, []any{idArray, "w", 60000, "{}"}},
 		{"complete", store.CompleteBatchQuery, []any{items}},
 		{"mark published", store.MarkPublishedQuery, []any{idArray}},
+		{"extend leases", store.ExtendLeasesQuery, []any{idArray, "w", 60000}},
 		{"finish an attempt", store.FinishQuery, []any{ids[0], 1}},
 	} {
 		// A prepared statement's generic plan is what a long-lived
