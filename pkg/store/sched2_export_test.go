@@ -15,6 +15,7 @@ var (
 	CompleteBatchQuery = completeBatchQuery
 	MarkPublishedQuery = markPublishedQuery
 	ExtendLeasesQuery  = extendLeasesQuery
+	ClaimCompleteQuery = claimCompleteQuery
 	// FinishQuery is the statement of Complete, Fail, Release and Snooze
 	// (their SET clauses aside).
 	FinishQuery = `UPDATE jobs SET worker_id = NULL ` + runningAttempt + ` RETURNING id`

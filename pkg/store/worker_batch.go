@@ -54,7 +54,7 @@ func (s *Store) claimShard(ctx context.Context, n int, ids []job.ID, idx []int, 
 	db := s.shards[n]
 	keys := uniqueKeys(ids, idx)
 	var got []*job.Job
-	err := s.selectRetrying(ctx, n, &got, claimBatchQuery, pq.Array(keys), workerID, lease.Milliseconds(), pq.Array(tenants))
+	err := selectRetrying(ctx, s, n, &got, claimBatchQuery, pq.Array(keys), workerID, lease.Milliseconds(), pq.Array(tenants))
 	if err != nil {
 		fail(out, idx, &ShardError{Shard: n, Err: fmt.Errorf("claim %d jobs: %w", len(keys), err)})
 		return
@@ -84,12 +84,30 @@ func (s *Store) CompleteBatch(ctx context.Context, items []Completion) []Result 
 // completeShard completes the items[idx...] of shard n into out, locking
 // rows in id order as claimShard does.
 func (s *Store) completeShard(ctx context.Context, n int, items []Completion, ids []job.ID, attempts []int, idx []int, out []Result) {
-	// The items travel as one JSON array: [{"id":…,"attempt":…,"result":…}].
-	// A result too malformed to embed fails its own item, not the batch.
-	var doc bytes.Buffer
-	doc.WriteByte('[')
+	doc, sent, count := completionDoc(items, idx, out)
+	if len(sent) == 0 {
+		return
+	}
+	var got []*job.Job
+	err := selectRetrying(ctx, s, n, &got, completeBatchQuery, doc)
+	if err != nil {
+		fail(out, sent, &ShardError{Shard: n, Err: fmt.Errorf("complete %d jobs: %w", count, err)})
+		return
+	}
+	s.answer(ctx, s.shards[n], n, ids, attempts, sent, got, nil, out)
+}
+
+// completionDoc encodes the items[idx...] as the one JSON array the
+// completion statements take: [{"id":…,"attempt":…,"result":…}]. A result
+// too malformed to embed fails its own item in out, not the batch; a second
+// copy of an item (same id and attempt) is sent once, and the statement's
+// answer finds the job moved on for it. It returns the items sent (the
+// indexes to answer) and how many distinct ones the array holds.
+func completionDoc(items []Completion, idx []int, out []Result) (doc []byte, sent []int, count int) {
+	var b bytes.Buffer
+	b.WriteByte('[')
 	seen := make(map[Held]bool, len(idx))
-	sent := idx[:0:0]
+	sent = idx[:0:0]
 	for _, i := range idx {
 		c := items[i]
 		if len(c.Result) > 0 && !json.Valid(c.Result) {
@@ -99,35 +117,25 @@ func (s *Store) completeShard(ctx context.Context, n int, items []Completion, id
 		sent = append(sent, i)
 		k := Held{ID: c.ID, Attempt: c.Attempt}
 		if seen[k] {
-			continue // a second copy: answer finds the job moved on
+			continue
 		}
 		seen[k] = true
-		if doc.Len() > 1 {
-			doc.WriteByte(',')
+		if b.Len() > 1 {
+			b.WriteByte(',')
 		}
 		v, _ := c.ID.Value()
-		doc.WriteString(`{"id":"`)
-		doc.WriteString(v.(string))
-		doc.WriteString(`","attempt":`)
-		doc.WriteString(strconv.Itoa(c.Attempt))
+		b.WriteString(`{"id":"`)
+		b.WriteString(v.(string))
+		b.WriteString(`","attempt":`)
+		b.WriteString(strconv.Itoa(c.Attempt))
 		if len(c.Result) > 0 {
-			doc.WriteString(`,"result":`)
-			doc.Write(c.Result)
+			b.WriteString(`,"result":`)
+			b.Write(c.Result)
 		}
-		doc.WriteByte('}')
+		b.WriteByte('}')
 	}
-	doc.WriteByte(']')
-	if len(sent) == 0 {
-		return
-	}
-	db := s.shards[n]
-	var got []*job.Job
-	err := s.selectRetrying(ctx, n, &got, completeBatchQuery, doc.Bytes())
-	if err != nil {
-		fail(out, sent, &ShardError{Shard: n, Err: fmt.Errorf("complete %d jobs: %w", len(seen), err)})
-		return
-	}
-	s.answer(ctx, db, n, ids, attempts, sent, got, nil, out)
+	b.WriteByte(']')
+	return b.Bytes(), sent, len(seen)
 }
 
 // The batch statements find their rows by primary key alone and test the
@@ -140,32 +148,50 @@ func (s *Store) completeShard(ctx context.Context, n int, items []Completion, id
 
 // claimBatchQuery claims the queued jobs among the ids $1 for worker $2
 // with a lease of $3 ms; only jobs of the tenants $4 unless it is empty.
-// Rows are locked in id order, so that batches racing on the same jobs
-// queue up instead of deadlocking.
-var claimBatchQuery = `WITH locked AS (
-		SELECT id, state, tenant FROM jobs WHERE id = ANY($1::uuid[])
-		ORDER BY id FOR UPDATE)
-	UPDATE jobs SET state = 'running', attempt = attempt + 1,
-		started_at = now(), finished_at = NULL, worker_id = $2,
-		lease_until = now() + $3 * interval '1 millisecond'
-	FROM locked
-	WHERE jobs.id = locked.id AND locked.state = 'queued'
-		AND (coalesce(cardinality($4::text[]), 0) = 0 OR locked.tenant = ANY($4::text[]))
-	RETURNING ` + qualified
+var claimBatchQuery = `WITH ` + claimCTEs("$1", "$2", "$3", "$4") + `
+	SELECT ` + columns + ` FROM claimed`
 
 // completeBatchQuery records the successes in $1, a JSON array of
-// {"id", "attempt", "result"}, of attempts that are still running; rows are
-// locked in id order as claimBatchQuery does.
-var completeBatchQuery = `WITH items AS (
-		SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(id uuid, attempt int, result jsonb)),
-	locked AS (
+// {"id", "attempt", "result"}, of attempts that are still running.
+var completeBatchQuery = `WITH ` + completeCTEs("$1") + `
+	SELECT ` + columns + ` FROM done`
+
+// claimCTEs is the claim as WITH queries ending in "claimed", the claimed
+// rows with op 'claimed': the queued jobs among the ids in parameter ids,
+// for worker, with a lease of lease ms; only jobs of the tenants in
+// parameter tenants unless it is empty. Rows are locked in id order, so
+// that batches racing on the same jobs queue up instead of deadlocking.
+func claimCTEs(ids, worker, lease, tenants string) string {
+	return `claim_locked AS (
+		SELECT id, state, tenant FROM jobs WHERE id = ANY(` + ids + `::uuid[])
+		ORDER BY id FOR UPDATE),
+	claimed AS (
+		UPDATE jobs SET state = 'running', attempt = attempt + 1,
+			started_at = now(), finished_at = NULL, worker_id = ` + worker + `,
+			lease_until = now() + ` + lease + ` * interval '1 millisecond'
+		FROM claim_locked
+		WHERE jobs.id = claim_locked.id AND claim_locked.state = 'queued'
+			AND (coalesce(cardinality(` + tenants + `::text[]), 0) = 0 OR claim_locked.tenant = ANY(` + tenants + `::text[]))
+		RETURNING 'claimed' AS op, ` + qualified + `)`
+}
+
+// completeCTEs is the completion as WITH queries ending in "done", the
+// completed rows with op 'completed': the successes in parameter items, a
+// JSON array of {"id", "attempt", "result"}, of attempts that are still
+// running. Rows are locked in id order, as claimCTEs does.
+func completeCTEs(items string) string {
+	return `items AS (
+		SELECT * FROM jsonb_to_recordset(` + items + `::jsonb) AS r(id uuid, attempt int, result jsonb)),
+	done_locked AS (
 		SELECT id, state, attempt FROM jobs WHERE id = ANY(ARRAY(SELECT id FROM items))
-		ORDER BY id FOR UPDATE)
-	UPDATE jobs SET state = 'succeeded', result = items.result, error = NULL,
-		finished_at = now(), worker_id = NULL, lease_until = NULL
-	FROM locked JOIN items ON items.id = locked.id AND items.attempt = locked.attempt
-	WHERE jobs.id = locked.id AND locked.state = 'running'
-	RETURNING ` + qualified
+		ORDER BY id FOR UPDATE),
+	done AS (
+		UPDATE jobs SET state = 'succeeded', result = items.result, error = NULL,
+			finished_at = now(), worker_id = NULL, lease_until = NULL
+		FROM done_locked JOIN items ON items.id = done_locked.id AND items.attempt = done_locked.attempt
+		WHERE jobs.id = done_locked.id AND done_locked.state = 'running'
+		RETURNING 'completed' AS op, ` + qualified + `)`
+}
 
 // selectRetrying runs a batch statement, once more should Postgres abort it
 // as a deadlock victim. The batch locks its rows in id order, but a
@@ -173,7 +199,7 @@ var completeBatchQuery = `WITH items AS (
 // jobs published, say) can still close a cycle; the aborted statement
 // changed nothing, so running it again is safe, and better than failing a
 // whole batch of claims or leaving completed jobs to their leases.
-func (s *Store) selectRetrying(ctx context.Context, shard int, dest *[]*job.Job, query string, args ...any) error {
+func selectRetrying[T any](ctx context.Context, s *Store, shard int, dest *[]T, query string, args ...any) error {
 	err := s.selectPrepared(ctx, shard, dest, query, args...)
 	var pe *pq.Error
 	if errors.As(err, &pe) && pe.Code == "40P01" { // deadlock_detected

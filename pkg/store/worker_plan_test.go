@@ -52,6 +52,7 @@ func TestJobPathStatementsLookUpByPrimaryKey(t *testing.T) {
 	}{
 		{"claim", store.ClaimBatchQuery, []any{idArray, "w", 60000, "{}"}},
 		{"complete", store.CompleteBatchQuery, []any{items}},
+		{"claim and complete", store.ClaimCompleteQuery, []any{items, idArray, "w", 60000, "{}"}},
 		{"mark published", store.MarkPublishedQuery, []any{idArray}},
 		{"extend leases", store.ExtendLeasesQuery, []any{idArray, "w", 60000}},
 		{"finish an attempt", store.FinishQuery, []any{ids[0], 1}},

@@ -18,30 +18,30 @@ const maxBatch = 500
 
 // batches coalesces the writes of the job path, so that many jobs share one
 // statement per shard and one Redis round trip: claims and completions per
-// shard, announcements of finished jobs across all of them. An idle group
-// runs a call at once; there is no timer, so a lone job waits for nothing.
+// shard (the claims and completions waiting at the same moment go in one
+// statement, see store.ClaimComplete), announcements of finished jobs across
+// all of them. An idle group runs a call at once; there is no timer, so a
+// lone job waits for nothing.
 type batches struct {
 	store    *store.Store
 	workerID string
 	lease    time.Duration
 	tenants  []string // claimed only; empty: every tenant
 
-	claims    []*coalesce.Group[job.ID, store.Result]           // by shard
-	completes []*coalesce.Group[store.Completion, store.Result] // by shard
+	writes    []*coalesce.Group[write, store.Result] // by shard
 	announces *coalesce.Group[*job.Job, error]
+}
+
+// write is a claim of id, or with done set, the completion *done.
+type write struct {
+	id   job.ID
+	done *store.Completion
 }
 
 func newBatches(st *store.Store, ca *cache.Cache, workerID string, lease time.Duration, tenants []string) *batches {
 	b := &batches{store: st, workerID: workerID, lease: lease, tenants: tenants}
 	for range st.Shards() {
-		b.claims = append(b.claims, coalesce.New(maxBatch, writeTimeout,
-			func(ctx context.Context, ids []job.ID) ([]store.Result, error) {
-				return st.ClaimBatch(ctx, ids, workerID, lease, tenants), nil
-			}))
-		b.completes = append(b.completes, coalesce.New(maxBatch, writeTimeout,
-			func(ctx context.Context, items []store.Completion) ([]store.Result, error) {
-				return st.CompleteBatch(ctx, items), nil
-			}))
+		b.writes = append(b.writes, coalesce.New(maxBatch, writeTimeout, b.round))
 	}
 	b.announces = coalesce.New(maxBatch, writeTimeout,
 		func(ctx context.Context, jobs []*job.Job) ([]error, error) {
@@ -50,10 +50,33 @@ func newBatches(st *store.Store, ca *cache.Cache, workerID string, lease time.Du
 	return b
 }
 
-// claim claims one job, in a batch with the other claims on its shard.
+// round writes one shard's waiting claims and completions.
+func (b *batches) round(ctx context.Context, ws []write) ([]store.Result, error) {
+	var ids []job.ID
+	var items []store.Completion
+	for _, w := range ws {
+		if w.done != nil {
+			items = append(items, *w.done)
+		} else {
+			ids = append(ids, w.id)
+		}
+	}
+	claimed, completed := b.store.ClaimComplete(ctx, ids, items, b.workerID, b.lease, b.tenants)
+	out := make([]store.Result, len(ws))
+	for i, w := range ws {
+		if w.done != nil {
+			out[i], completed = completed[0], completed[1:]
+		} else {
+			out[i], claimed = claimed[0], claimed[1:]
+		}
+	}
+	return out, nil
+}
+
+// claim claims one job, in a batch with the other writes on its shard.
 func (b *batches) claim(ctx context.Context, id job.ID) (*job.Job, error) {
-	if n := id.Shard(); n < len(b.claims) {
-		r, err := b.claims[n].Do(ctx, id)
+	if n := id.Shard(); n < len(b.writes) {
+		r, err := b.writes[n].Do(ctx, write{id: id})
 		if err != nil {
 			return nil, err
 		}
@@ -65,10 +88,10 @@ func (b *batches) claim(ctx context.Context, id job.ID) (*job.Job, error) {
 }
 
 // complete records the success of a running attempt, in a batch with the
-// other completions on its shard.
+// other writes on its shard.
 func (b *batches) complete(ctx context.Context, c store.Completion) (*job.Job, error) {
-	if n := c.ID.Shard(); n < len(b.completes) {
-		r, err := b.completes[n].Do(ctx, c)
+	if n := c.ID.Shard(); n < len(b.writes) {
+		r, err := b.writes[n].Do(ctx, write{id: c.ID, done: &c})
 		if err != nil {
 			return nil, err
 		}
