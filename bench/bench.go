@@ -1,8 +1,10 @@
 // Package bench is Warren's load generator: it measures, in one run against a
 // running stack, RabbitMQ's own ceiling on the same broker, the batch and
 // single submit paths end to end, latency at a fixed offered rate, and the
-// peak memory of the api and worker processes, and reports them with the
-// settings that explain them.
+// peak memory of the api and worker processes, and, for the batch, single
+// and latency phases, where the time went (CPU by program and Postgres's
+// write-ahead log, per job); it reports them with the settings that explain
+// them.
 package bench
 
 import (
@@ -118,6 +120,8 @@ type Throughput struct {
 	PerSec  float64 `json:"per_sec"`
 	// OfCeiling is PerSec as a fraction of the ceiling's, when measured.
 	OfCeiling float64 `json:"of_ceiling,omitempty"`
+	// Usage is where the time went (not measured for the ceiling).
+	Usage *Usage `json:"usage,omitempty"`
 }
 
 // Latency is the open-loop phase's figures, in milliseconds.
@@ -135,6 +139,9 @@ type Latency struct {
 	SubmitFailures int     `json:"submit_failures"`
 	NotSucceeded   int     `json:"not_succeeded"`
 	ClockNote      string  `json:"clock_note"`
+	// Usage is where the time went, from the first submit until the queue
+	// drained (read back afterwards, so the reads are not in it).
+	Usage *Usage `json:"usage,omitempty"`
 }
 
 // Run runs every phase in order and returns the figures. A phase that fails
@@ -155,9 +162,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	res := &Result{StartedAt: time.Now().UTC()}
-	mem := newMemWatch()
+	cpu := newCPUWatch()
+	mem := newMemWatch(cpu)
 	mem.start(ctx, 250*time.Millisecond)
 	defer func() { res.Memory = mem.stop() }()
+	m := newMeter(cpu, cfg.DatabaseURLs)
+	defer m.close()
 
 	res.Settings = settings(ctx, cfg)
 	if cfg.RabbitMQURL != "" && cfg.runs("ceiling") {
@@ -170,7 +180,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if cfg.runs("batch") {
 		res.Batch, err = phase(ctx, cfg, "batch", func(ctx context.Context) (*Throughput, error) {
-			return batchPath(ctx, c, cfg)
+			return batchPath(ctx, c, cfg, m)
 		})
 		if err != nil {
 			return res, err
@@ -178,7 +188,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if cfg.runs("single") {
 		res.Single, err = phase(ctx, cfg, "single", func(ctx context.Context) (*Throughput, error) {
-			return singlePath(ctx, c, cfg)
+			return singlePath(ctx, c, cfg, m)
 		})
 		if err != nil {
 			return res, err
@@ -196,7 +206,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	lctx, cancel := context.WithTimeout(ctx, cfg.Timeout+cfg.Duration)
 	defer cancel()
-	res.Latency, err = latency(lctx, c, cfg)
+	res.Latency, err = latency(lctx, c, cfg, m)
 	if err != nil {
 		return res, fmt.Errorf("bench: latency: %w", err)
 	}

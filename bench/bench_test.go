@@ -26,8 +26,8 @@ func TestMain(m *testing.M) { proctest.Main(m) }
 const token = "bench-token-0123456789abcdef"
 
 // TestSmoke runs every phase with a tiny load against an api and a workers
-// process it starts, and checks only that a table and JSON come out: speed
-// is never asserted.
+// process it starts, and checks only that a table and JSON come out, with
+// where each phase's time went: speed is never asserted.
 func TestSmoke(t *testing.T) {
 	t.Parallel()
 	dbs := storetest.Blank(t, 1)
@@ -101,6 +101,62 @@ func TestSmoke(t *testing.T) {
 		if p.PeakMiB <= 0 || p.FirstHalfMiB <= 0 || p.SecondHalfMiB <= 0 || p.LastMiB <= 0 || p.LastMiB > p.PeakMiB {
 			t.Errorf("memory figures of %s pid %d are incomplete: %+v", p.Name, p.PID, p)
 		}
+	}
+	checkUsage(t, table.String(), map[string]*bench.Usage{
+		"batch": back.Batch.Usage, "single": back.Single.Usage, "latency": back.Latency.Usage,
+	})
+}
+
+// checkUsage checks that each phase says where its time went: CPU by
+// program, including the api and workers this test runs, adding up to the
+// total, and Postgres's WAL, which the phases together must have written.
+func checkUsage(t *testing.T, table string, usage map[string]*bench.Usage) {
+	t.Helper()
+	var walRecords, commits float64
+	for phase, u := range usage {
+		for _, line := range []string{"cpu ms/job (" + phase + ")", "postgres/job (" + phase + ")"} {
+			if !strings.Contains(table, "  "+line) {
+				t.Errorf("table lacks %q", line)
+			}
+		}
+		if u == nil {
+			t.Errorf("%s: JSON lacks usage", phase)
+			continue
+		}
+		if u.Jobs <= 0 || u.Seconds <= 0 || u.CPUSeconds <= 0 || u.CPUMsPerJob <= 0 || u.MachineBusy <= 0 {
+			t.Errorf("%s: usage figures are not positive: %+v", phase, u)
+		}
+		progs := map[string]bench.ProgramCPU{}
+		sum := 0.0
+		for _, p := range u.Programs {
+			progs[p.Program] = p
+			sum += p.CPUSeconds
+			if p.CPUSeconds < 0 || p.Share < 0 || p.MsPerJob < 0 {
+				t.Errorf("%s: %+v", phase, p)
+			}
+		}
+		if d := sum - u.CPUSeconds; d > 1e-9 || d < -1e-9 {
+			t.Errorf("%s: programs' CPU adds up to %.3f s, total %.3f s", phase, sum, u.CPUSeconds)
+		}
+		for _, name := range []string{"api", "workers", "postgres", "warren-bench"} {
+			if progs[name].Processes == 0 {
+				t.Errorf("%s: no %s process in %+v", phase, name, u.Programs)
+			}
+		}
+		pg := u.Postgres
+		if pg.NotMeasured != "" || pg.Servers != 1 {
+			t.Errorf("%s: postgres WAL not measured on the one server: %+v", phase, pg)
+		}
+		if pg.WALRecordsPerJob < 0 || pg.WALBytesPerJob < 0 || pg.WALFlushesPerJob < 0 || pg.CommitsPerJob < 0 {
+			t.Errorf("%s: negative postgres figures: %+v", phase, pg)
+		}
+		walRecords += pg.WALRecordsPerJob
+		commits += pg.CommitsPerJob
+	}
+	// Postgres publishes its counters up to a second late, so one short
+	// phase may show none; all of them together cannot.
+	if walRecords <= 0 || commits <= 0 {
+		t.Errorf("no WAL records (%.2f/job) or commits (%.2f/job) in any phase", walRecords, commits)
 	}
 }
 

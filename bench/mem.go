@@ -33,8 +33,10 @@ type rssSample struct {
 
 // memWatch samples /proc for processes whose command is bin/api or
 // bin/workers (by the program's base name), keeping each one's last VmHWM:
-// workers the autoscaler stops mid-run are still reported.
+// workers the autoscaler stops mid-run are still reported. On each tick it
+// also samples cpu, so processes that exit mid-phase keep their CPU.
 type memWatch struct {
+	cpu     *cpuWatch
 	mu      sync.Mutex
 	procs   map[int]ProcMemory
 	rss     map[int][]rssSample
@@ -43,8 +45,8 @@ type memWatch struct {
 	done    chan struct{}
 }
 
-func newMemWatch() *memWatch {
-	return &memWatch{procs: map[int]ProcMemory{}, rss: map[int][]rssSample{}}
+func newMemWatch(cpu *cpuWatch) *memWatch {
+	return &memWatch{cpu: cpu, procs: map[int]ProcMemory{}, rss: map[int][]rssSample{}}
 }
 
 func (m *memWatch) start(ctx context.Context, every time.Duration) {
@@ -55,6 +57,7 @@ func (m *memWatch) start(ctx context.Context, every time.Duration) {
 		defer close(m.done)
 		for {
 			m.sample()
+			m.cpu.sample()
 			select {
 			case <-ctx.Done():
 				return

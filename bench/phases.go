@@ -113,12 +113,13 @@ func echoReq(cfg Config, i int) job.Request {
 
 // batchPath submits cfg.N echo jobs in batches from cfg.Clients clients and
 // times the first submit to the last job succeeded (see finish).
-func batchPath(ctx context.Context, c *client.Client, cfg Config) (*Throughput, error) {
+func batchPath(ctx context.Context, c *client.Client, cfg Config, m *meter) (*Throughput, error) {
 	if err := drained(ctx, c, cfg.Queue); err != nil {
 		return nil, fmt.Errorf("waiting for an idle queue before starting: %w", err)
 	}
 	var next atomic.Int64
 	ids := make([]string, cfg.N)
+	w := m.begin(ctx)
 	start := time.Now()
 	err := fanOut(cfg.Clients, func() error {
 		for {
@@ -145,17 +146,18 @@ func batchPath(ctx context.Context, c *client.Client, cfg Config) (*Throughput, 
 	if err != nil {
 		return nil, err
 	}
-	return finish(ctx, c, cfg.Queue, start, ids)
+	return finish(ctx, c, cfg.Queue, start, ids, w)
 }
 
 // singlePath submits cfg.N echo jobs one request each from 4×cfg.Clients
 // clients and times the first submit to the last job succeeded.
-func singlePath(ctx context.Context, c *client.Client, cfg Config) (*Throughput, error) {
+func singlePath(ctx context.Context, c *client.Client, cfg Config, m *meter) (*Throughput, error) {
 	if err := drained(ctx, c, cfg.Queue); err != nil {
 		return nil, fmt.Errorf("waiting for an idle queue before starting: %w", err)
 	}
 	var next atomic.Int64
 	ids := make([]string, cfg.N)
+	w := m.begin(ctx)
 	start := time.Now()
 	err := fanOut(4*cfg.Clients, func() error {
 		for {
@@ -173,7 +175,7 @@ func singlePath(ctx context.Context, c *client.Client, cfg Config) (*Throughput,
 	if err != nil {
 		return nil, err
 	}
-	return finish(ctx, c, cfg.Queue, start, ids)
+	return finish(ctx, c, cfg.Queue, start, ids, w)
 }
 
 // lastJobs is how many of the newest jobs finish waits for.
@@ -185,8 +187,8 @@ const lastJobs = 200
 // It waits for those jobs one by one with long polls (GET ?wait, woken by
 // Redis: no load on Postgres while the stack works), fails unless each
 // succeeded, then checks once that the queue has drained, so an older job
-// still running cannot go unnoticed.
-func finish(ctx context.Context, c *client.Client, queue string, start time.Time, ids []string) (*Throughput, error) {
+// still running cannot go unnoticed. The window w ends before that check.
+func finish(ctx context.Context, c *client.Client, queue string, start time.Time, ids []string, w *window) (*Throughput, error) {
 	var end time.Time
 	for _, id := range ids[max(0, len(ids)-lastJobs):] {
 		j, err := c.Wait(ctx, id)
@@ -200,16 +202,21 @@ func finish(ctx context.Context, c *client.Client, queue string, start time.Time
 			end = *j.FinishedAt
 		}
 	}
+	usage := w.end(ctx, len(ids))
 	if err := drained(ctx, c, queue); err != nil {
 		return nil, err
 	}
-	return throughput(len(ids), end.Sub(start)), nil
+	t := throughput(len(ids), end.Sub(start))
+	t.Usage = usage
+	return t, nil
 }
 
 // latency offers cfg.Rate submits per second for cfg.Duration, each on its
 // own schedule whatever the earlier ones take (open loop), then reads every
-// job back for its timestamps.
-func latency(ctx context.Context, c *client.Client, cfg Config) (*Latency, error) {
+// job back for its timestamps. Its usage window ends when the queue has
+// drained (found by polling every drainPoll, so up to that much idle time
+// is in it), before the reads.
+func latency(ctx context.Context, c *client.Client, cfg Config, m *meter) (*Latency, error) {
 	if err := drained(ctx, c, cfg.Queue); err != nil {
 		return nil, err
 	}
@@ -219,6 +226,7 @@ func latency(ctx context.Context, c *client.Client, cfg Config) (*Latency, error
 	ids := make([]string, total)
 	var failures atomic.Int64
 	var wg sync.WaitGroup
+	w := m.begin(ctx)
 	start := time.Now()
 	for i := range total {
 		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
@@ -240,6 +248,7 @@ func latency(ctx context.Context, c *client.Client, cfg Config) (*Latency, error
 	if err := drained(ctx, c, cfg.Queue); err != nil {
 		return nil, err
 	}
+	usage := w.end(ctx, total-int(failures.Load()))
 	var mu sync.Mutex
 	var started, succeeded []float64
 	notOK := 0
@@ -275,6 +284,7 @@ func latency(ctx context.Context, c *client.Client, cfg Config) (*Latency, error
 		AchievedPerSec: float64(total) / elapsed.Seconds(),
 		SubmitFailures: int(failures.Load()), NotSucceeded: notOK,
 		ClockNote: "submit is measured by the client; started and succeeded are the job's started_at/finished_at minus its created_at (the api's clock)",
+		Usage:     usage,
 	}
 	l.SubmitP50, l.SubmitP99 = pct(submit, 50), pct(submit, 99)
 	l.StartedP50, l.StartedP99 = pct(started, 50), pct(started, 99)

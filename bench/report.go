@@ -46,11 +46,41 @@ func WriteTable(w io.Writer, r *Result) error {
 	} else {
 		fmt.Fprintln(tw, "latency\tnot measured")
 	}
+	if r.Batch != nil {
+		usageRows(tw, "batch", r.Batch.Usage)
+	}
+	if r.Single != nil {
+		usageRows(tw, "single", r.Single.Usage)
+	}
+	if r.Latency != nil {
+		usageRows(tw, "latency", r.Latency.Usage)
+	}
 	for _, p := range r.Memory {
 		fmt.Fprintf(tw, "peak RSS %s pid %d\t%.1f MiB (RSS max %.1f MiB in the first half of the run, %.1f MiB in the second, %.1f MiB last)\n",
 			p.Name, p.PID, p.PeakMiB, p.FirstHalfMiB, p.SecondHalfMiB, p.LastMiB)
 	}
 	return tw.Flush()
+}
+
+// usageRows prints where a phase's time went: CPU per job by program, then
+// Postgres's WAL per job.
+func usageRows(w io.Writer, phase string, u *Usage) {
+	if u == nil {
+		return
+	}
+	progs := make([]string, 0, len(u.Programs))
+	for _, p := range u.Programs {
+		progs = append(progs, fmt.Sprintf("%s %.2f", p.Program, p.MsPerJob))
+	}
+	fmt.Fprintf(w, "  cpu ms/job (%s)\ttotal %.2f: %s (machine %.0f %% busy)\n",
+		phase, u.CPUMsPerJob, strings.Join(progs, ", "), 100*u.MachineBusy)
+	pg := u.Postgres
+	if pg.NotMeasured != "" {
+		fmt.Fprintf(w, "  postgres/job (%s)\tnot measured: %s\n", phase, pg.NotMeasured)
+		return
+	}
+	fmt.Fprintf(w, "  postgres/job (%s)\t%.1f WAL records, %.2f kB WAL, %.2f flushes, %.2f commits\n",
+		phase, pg.WALRecordsPerJob, pg.WALBytesPerJob/1000, pg.WALFlushesPerJob, pg.CommitsPerJob)
 }
 
 // WriteJSON writes r, indented, to path.
