@@ -102,19 +102,29 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("memory figures of %s pid %d are incomplete: %+v", p.Name, p.PID, p)
 		}
 	}
-	checkUsage(t, table.String(), map[string]*bench.Usage{
+	checkUsage(t, table.String(), b, map[string]*bench.Usage{
 		"batch": back.Batch.Usage, "single": back.Single.Usage, "latency": back.Latency.Usage,
 	})
 }
 
-// checkUsage checks that each phase says where its time went: CPU by
-// program, including the api and workers this test runs, adding up to the
-// total, and Postgres's WAL, which the phases together must have written.
-func checkUsage(t *testing.T, table string, usage map[string]*bench.Usage) {
+// checkUsage checks that each phase says where its time went: CPU and
+// run-queue wait by program, including the api and workers this test runs,
+// adding up to the totals, and Postgres's WAL, which the phases together
+// must have written.
+func checkUsage(t *testing.T, table string, js []byte, usage map[string]*bench.Usage) {
 	t.Helper()
-	var walRecords, commits float64
+	for _, field := range []string{`"run_queue_seconds"`, `"run_queue_ms_per_job"`} {
+		if !bytes.Contains(js, []byte(field)) {
+			t.Errorf("JSON lacks %s", field)
+		}
+	}
+	// Run-queue wait is measured wherever the kernel keeps it, which is
+	// when this process's main thread, having run, shows a time on a CPU.
+	ss, err := os.ReadFile("/proc/self/schedstat")
+	schedstat := err == nil && !bytes.HasPrefix(ss, []byte("0 "))
+	var walRecords, commits, wait float64
 	for phase, u := range usage {
-		for _, line := range []string{"cpu ms/job (" + phase + ")", "postgres/job (" + phase + ")"} {
+		for _, line := range []string{"cpu ms/job (" + phase + ")", "cpu wait ms/job (" + phase + ")", "postgres/job (" + phase + ")"} {
 			if !strings.Contains(table, "  "+line) {
 				t.Errorf("table lacks %q", line)
 			}
@@ -127,17 +137,31 @@ func checkUsage(t *testing.T, table string, usage map[string]*bench.Usage) {
 			t.Errorf("%s: usage figures are not positive: %+v", phase, u)
 		}
 		progs := map[string]bench.ProgramCPU{}
-		sum := 0.0
+		sum, waitSum := 0.0, 0.0
 		for _, p := range u.Programs {
 			progs[p.Program] = p
 			sum += p.CPUSeconds
-			if p.CPUSeconds < 0 || p.Share < 0 || p.MsPerJob < 0 {
+			waitSum += p.RunQueueSeconds
+			if p.CPUSeconds < 0 || p.Share < 0 || p.MsPerJob < 0 || p.RunQueueSeconds < 0 || p.RunQueueMsPerJob < 0 {
 				t.Errorf("%s: %+v", phase, p)
 			}
 		}
 		if d := sum - u.CPUSeconds; d > 1e-9 || d < -1e-9 {
 			t.Errorf("%s: programs' CPU adds up to %.3f s, total %.3f s", phase, sum, u.CPUSeconds)
 		}
+		if d := waitSum - u.RunQueueSeconds; d > 1e-9 || d < -1e-9 {
+			t.Errorf("%s: programs' run-queue wait adds up to %.3f s, total %.3f s", phase, waitSum, u.RunQueueSeconds)
+		}
+		if u.RunQueueSeconds < 0 || u.RunQueueMsPerJob < 0 {
+			t.Errorf("%s: negative run-queue wait: %+v", phase, u)
+		}
+		switch notMeasured := "  cpu wait ms/job (" + phase + ")\tnot measured: "; {
+		case schedstat && u.RunQueueNotMeasured != "":
+			t.Errorf("%s: run-queue wait not measured on a kernel with schedstat: %s", phase, u.RunQueueNotMeasured)
+		case !schedstat && (u.RunQueueNotMeasured == "" || !strings.Contains(table, notMeasured)):
+			t.Errorf("%s: run-queue wait reported without schedstat (%q): %+v", phase, ss, u)
+		}
+		wait += u.RunQueueSeconds
 		for _, name := range []string{"api", "workers", "postgres", "warren-bench"} {
 			if progs[name].Processes == 0 {
 				t.Errorf("%s: no %s process in %+v", phase, name, u.Programs)
@@ -157,6 +181,11 @@ func checkUsage(t *testing.T, table string, usage map[string]*bench.Usage) {
 	// phase may show none; all of them together cannot.
 	if walRecords <= 0 || commits <= 0 {
 		t.Errorf("no WAL records (%.2f/job) or commits (%.2f/job) in any phase", walRecords, commits)
+	}
+	// Every wakeup of a thread waits on a run queue, if only for
+	// microseconds: some wait must show across the phases.
+	if schedstat && wait <= 0 {
+		t.Errorf("no run-queue wait in any phase")
 	}
 }
 

@@ -62,18 +62,25 @@ func WriteTable(w io.Writer, r *Result) error {
 	return tw.Flush()
 }
 
-// usageRows prints where a phase's time went: CPU per job by program, then
-// Postgres's WAL per job.
+// usageRows prints where a phase's time went: CPU per job by program, the
+// run-queue wait per job by program, then Postgres's WAL per job.
 func usageRows(w io.Writer, phase string, u *Usage) {
 	if u == nil {
 		return
 	}
 	progs := make([]string, 0, len(u.Programs))
+	waits := make([]string, 0, len(u.Programs))
 	for _, p := range u.Programs {
 		progs = append(progs, fmt.Sprintf("%s %.2f", p.Program, p.MsPerJob))
+		waits = append(waits, fmt.Sprintf("%s %.2f", p.Program, p.RunQueueMsPerJob))
 	}
 	fmt.Fprintf(w, "  cpu ms/job (%s)\ttotal %.2f: %s (machine %.0f %% busy)\n",
 		phase, u.CPUMsPerJob, strings.Join(progs, ", "), 100*u.MachineBusy)
+	if u.RunQueueNotMeasured != "" {
+		fmt.Fprintf(w, "  cpu wait ms/job (%s)\tnot measured: %s\n", phase, u.RunQueueNotMeasured)
+	} else {
+		fmt.Fprintf(w, "  cpu wait ms/job (%s)\ttotal %.2f: %s\n", phase, u.RunQueueMsPerJob, strings.Join(waits, ", "))
+	}
 	pg := u.Postgres
 	if pg.NotMeasured != "" {
 		fmt.Fprintf(w, "  postgres/job (%s)\tnot measured: %s\n", phase, pg.NotMeasured)
