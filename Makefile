@@ -3,7 +3,7 @@
 BIN := bin
 GO ?= go
 
-.PHONY: help run test chaos build lint clean autoscale-table bench bench-scale
+.PHONY: help run test chaos build lint clean autoscale-table bench bench-scale bench-profile
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,8 +28,11 @@ lint: ## gofmt, go vet and staticcheck
 bench: ## load-test the running stack (make run): ceiling, batch, single, latency, memory; ARGS="-rate 500 -duration 30s" (docs/BENCHMARKS.md)
 	$(GO) run ./bench/cmd/warren-bench $(ARGS)
 
-bench-scale: ## throughput against worker processes: a stack per count, WORKERS="1 2 4" N=20000 (docs/BENCHMARKS.md)
+bench-scale: ## throughput (and latency at RATES="50 500") against worker processes: a stack per count, WORKERS="1 2 4" N=20000 (docs/BENCHMARKS.md)
 	@bench/scale.sh
+
+bench-profile: ## where a loaded stack's CPU goes: Go profiles of api and workers, perf of Postgres, at RATE=500 (docs/BENCHMARKS.md)
+	@bench/profile.sh
 
 clean: ## remove build output (keeps .data/ and .env)
 	rm -rf $(BIN)

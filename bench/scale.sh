@@ -7,9 +7,15 @@
 # phases against it, stops it, and prints one summary row per count. JSON per count
 # goes to $BENCH_DIR/scale-N.json.
 #
+# With RATES (e.g. "50 200 350 500") it then runs the latency phase against the
+# same stack once per offered rate, DURATION (20s) each, and prints one row per
+# worker count and rate: latency against load. PHASES (ceiling,batch,single) may
+# be set empty to run only that.
+#
 # Settings: WORKERS ("1 2 4"), N (20000), CLIENTS (32), WARREN_CONCURRENCY (the
-# workers' default), BENCH_DIR (.data/benchscale), BENCH_PORT_BASE (21000: HAProxy
-# on base+80, web on base+100…, Postgres base+432, AMQP base+672…, Redis base+379).
+# workers' default), WARREN_SHARDS (2), BENCH_DIR (.data/benchscale),
+# BENCH_PORT_BASE (21000: HAProxy on base+80, web on base+100…, Postgres base+432,
+# AMQP base+672…, Redis base+379).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +23,9 @@ say() { echo "bench-scale: $*" >&2; }
 WORKERS=${WORKERS:-"1 2 4"}
 N=${N:-20000}
 CLIENTS=${CLIENTS:-32}
+RATES=${RATES:-}
+DURATION=${DURATION:-20s}
+PHASES=${PHASES-ceiling,batch,single}
 DIR=${BENCH_DIR:-.data/benchscale}
 BASE=${BENCH_PORT_BASE:-21000}
 mkdir -p "$DIR"
@@ -36,6 +45,7 @@ trap stop_stack EXIT
 trap 'stop_stack; exit 130' INT TERM
 
 rows=()
+lrows=()
 for w in $WORKERS; do
   log="$DIR/run-$w.log"
   say "starting a stack with $w worker process(es) (log: $log)"
@@ -55,16 +65,35 @@ for w in $WORKERS; do
     fi
     sleep 0.5
   done
-  out="$DIR/scale-$w.json"
-  WARREN_URL="http://127.0.0.1:$((BASE + 80))" "$DIR/warren-bench" -env "$DIR/env" \
-    -phases ceiling,batch,single -n "$N" -clients "$CLIENTS" -out "$out" | tee "$DIR/scale-$w.txt"
-  rows+=("$(printf '%-8s %s | %s | %s' "$w" \
-    "$(grep -m1 '^ceiling' "$DIR/scale-$w.txt" | sed 's/  */ /g')" \
-    "$(grep -m1 '^batch path' "$DIR/scale-$w.txt" | sed 's/  */ /g')" \
-    "$(grep -m1 '^single path' "$DIR/scale-$w.txt" | sed 's/  */ /g')")")
+  if [ -n "$PHASES" ]; then
+    out="$DIR/scale-$w.json"
+    WARREN_URL="http://127.0.0.1:$((BASE + 80))" "$DIR/warren-bench" -env "$DIR/env" \
+      -phases "$PHASES" -n "$N" -clients "$CLIENTS" -out "$out" | tee "$DIR/scale-$w.txt"
+    rows+=("$(printf '%-8s %s | %s | %s' "$w" \
+      "$(grep -m1 '^ceiling' "$DIR/scale-$w.txt" | sed 's/  */ /g')" \
+      "$(grep -m1 '^batch path' "$DIR/scale-$w.txt" | sed 's/  */ /g')" \
+      "$(grep -m1 '^single path' "$DIR/scale-$w.txt" | sed 's/  */ /g')")")
+  fi
+  for r in $RATES; do
+    txt="$DIR/latency-$w-$r.txt"
+    WARREN_URL="http://127.0.0.1:$((BASE + 80))" "$DIR/warren-bench" -env "$DIR/env" \
+      -phases latency -rate "$r" -duration "$DURATION" -out "$DIR/latency-$w-$r.json" | tee "$txt"
+    lrows+=("$(printf '%-8s %-6s %s | %s | %s | %s' "$w" "$r" \
+      "$(grep -m1 '^  submit ' "$txt" | sed 's/  */ /g')" \
+      "$(grep -m1 'submit→succeeded' "$txt" | sed 's/  */ /g')" \
+      "$(grep -m1 'cpu ms/job' "$txt" | sed -E 's/.*total ([0-9.]+).*\(machine ([0-9]+ %) busy\)/cpu \1 ms\/job, machine \2 busy/')" \
+      "$(grep -m1 'cpu wait ms/job' "$txt" | sed -E 's/.*total ([0-9.]+).*/cpu wait \1 ms\/job/')")")
+  done
   stop_stack
 done
 
-echo
-echo "workers  ceiling | batch path | single path"
-printf '%s\n' "${rows[@]}"
+if [ ${#rows[@]} -gt 0 ]; then
+  echo
+  echo "workers  ceiling | batch path | single path"
+  printf '%s\n' "${rows[@]}"
+fi
+if [ ${#lrows[@]} -gt 0 ]; then
+  echo
+  echo "workers  rate/s submit | submit→succeeded | cpu per job | cpu wait per job"
+  printf '%s\n' "${lrows[@]}"
+fi
