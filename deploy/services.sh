@@ -201,7 +201,12 @@ pidfile $dir/redis.pid
 logfile $dir/redis.log
 daemonize yes
 requirepass $pw
-appendonly yes
+# Redis holds nothing Postgres does not (cached finished jobs, done events,
+# heartbeats, rate-limit counters), and Warren serves from Postgres while it is
+# empty or down; so it keeps no files. With an append-only file, its rewrite
+# forked a 220 MB Redis mid-benchmark: Redis stalled for seconds and the
+# rewrite took 23 s of CPU from the stack.
+appendonly no
 save ""
 # Redis holds a cache of finished jobs (each for WARREN_RESULT_TTL) besides
 # the worker heartbeats: at a thousand jobs a second a day's results would
