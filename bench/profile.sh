@@ -90,7 +90,7 @@ go tool pprof -top -cum -nodecount=25 bin/workers "$DIR/workers.pprof" 2>/dev/nu
 if [ -n "$perf_ok" ]; then
   echo
   echo "== postgres backends: CPU by where the code lives"
-  perf report -i "$DIR/postgres.perf" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
+  perf report -i "$DIR/postgres.perf" --no-children --sort dso --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -6
   echo
   echo "== postgres backends: functions with the most CPU under them"
   perf report -i "$DIR/postgres.perf" --children --sort symbol --stdio -g none 2>/dev/null |
