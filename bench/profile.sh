@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # bench/profile.sh: where the CPU of a loaded stack goes, inside the processes.
 #
-# Starts a stack of its own as bench/scale.sh does (web=2, worker=$WORKERS,
-# scheduler=1, WARREN_PPROF=true, data in $BENCH_DIR, ports from
-# $BENCH_PORT_BASE), offers $RATE jobs/s for $DURATION with warren-bench's
+# Starts a stack of its own as bench/scale.sh does (bench/stack.sh: web=2,
+# worker=$WORKERS, scheduler=1, here with WARREN_PPROF=true), offers $RATE jobs/s for $DURATION with warren-bench's
 # latency phase and, from $WARMUP in, records for $SECONDS_PROFILED s:
 #   - a CPU profile of one api and one workers process (Go's pprof), printed as
 #     the top functions by cumulative time;
@@ -21,44 +20,11 @@ DURATION=${DURATION:-30s}
 WARMUP=${WARMUP:-8}
 SECONDS_PROFILED=${SECONDS_PROFILED:-12}
 WORKERS=${WORKERS:-2}
-DIR=${BENCH_DIR:-.data/benchscale}
-BASE=${BENCH_PORT_BASE:-21000}
-mkdir -p "$DIR"
-DIR=$(cd "$DIR" && pwd)
-export PATH=/usr/local/go/bin:$PATH
-go build -o "$DIR/warren-bench" ./bench/cmd/warren-bench
-
-stack_pid=
-stop_stack() {
-  [ -n "$stack_pid" ] || return 0
-  kill -INT -- "-$stack_pid" 2>/dev/null || true
-  wait "$stack_pid" 2>/dev/null || true
-  stack_pid=
-}
-trap stop_stack EXIT
-trap 'stop_stack; exit 130' INT TERM
-
-log="$DIR/profile-run.log"
-say "starting a stack with $WORKERS worker process(es) (log: $log)"
-WARREN_PPROF=true WARREN_DATA_DIR="$DIR/data" WARREN_ENV_FILE="$DIR/env" \
-  WARREN_AUTOSCALE=off WARREN_FORMATION="web=2,worker=$WORKERS,scheduler=1" \
-  WARREN_HTTP_PORT=$((BASE + 80)) WARREN_WEB_PORT=$((BASE + 100)) \
-  WARREN_PG_PORT=$((BASE + 432)) WARREN_AMQP_PORT=$((BASE + 672)) WARREN_AMQP_MGMT_PORT=$((BASE + 673)) \
-  WARREN_AMQP_DIST_PORT=$((BASE + 674)) WARREN_EPMD_PORT=$((BASE + 675)) WARREN_REDIS_PORT=$((BASE + 379)) \
-  setsid deploy/run.sh >"$log" 2>&1 </dev/null &
-stack_pid=$!
-deadline=$((SECONDS + 240))
-until grep -q '^run: ready:' "$log"; do
-  if ! kill -0 "$stack_pid" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
-    say "the stack did not become ready; the end of $log:"
-    tail -n 30 "$log" >&2
-    exit 1
-  fi
-  sleep 0.5
-done
+. bench/stack.sh
+start_stack "$WORKERS" "$DIR/profile-run.log" WARREN_PPROF=true
 
 out="$DIR/profile-bench.txt"
-WARREN_URL="http://127.0.0.1:$((BASE + 80))" "$DIR/warren-bench" -env "$DIR/env" \
+WARREN_URL="$URL" "$DIR/warren-bench" -env "$DIR/env" \
   -phases latency -rate "$RATE" -duration "$DURATION" -out "$DIR/profile-bench.json" >"$out" 2>&1 &
 bench_pid=$!
 sleep "$WARMUP" # let the offered load settle before recording
