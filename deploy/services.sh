@@ -205,7 +205,7 @@ requirepass $pw
 # heartbeats, rate-limit counters), and Warren serves from Postgres while it is
 # empty or down; so it keeps no files. With an append-only file, its rewrite
 # forked a 220 MB Redis mid-benchmark: Redis stalled for seconds and the
-# rewrite took 23 s of CPU from the stack.
+# rewrite ran for 23 s beside the stack.
 appendonly no
 save ""
 # Redis holds a cache of finished jobs (each for WARREN_RESULT_TTL) besides
