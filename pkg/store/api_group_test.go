@@ -111,12 +111,7 @@ func TestCommitterBadShard(t *testing.T) {
 func TestInsertBatchRoutedAroundADownShard(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	up := storetest.URLs(t, 1)[0]
-	s, err := store.Open(store.Config{URLs: []string{up, "postgres://warren:x@127.0.0.1:1/warren_1?sslmode=disable"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := downShardStore(t)
 	var jobs []*job.Job
 	for i := range 10 {
 		j := newJob(i%2, "acme")

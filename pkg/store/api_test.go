@@ -64,10 +64,7 @@ func TestInsertBatchShardsCommitIndependently(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := storetest.New(t, 2)
-	existing := newJob(1, "acme")
-	if err := s.Insert(ctx, existing); err != nil {
-		t.Fatal(err)
-	}
+	existing := inserted(t, s, 1, "acme")
 	good0, good1 := newJob(0, "acme"), newJob(1, "acme")
 	dup := *existing // same id: shard 1's statement fails as a whole
 	errs := s.InsertBatch(ctx, []*job.Job{good0, good1, &dup, newJob(5, "acme")})

@@ -91,10 +91,7 @@ func TestQueueLoadShardDown(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, raw := schedSetup(t, 2)
-	j := newJob(0, "acme")
-	if err := s.Insert(ctx, j); err != nil {
-		t.Fatal(err)
-	}
+	inserted(t, s, 0, "acme")
 	// Shard 1 loses its table: its part is missing, reported, and shard 0's
 	// figures still come back.
 	if _, err := raw[1].Exec(`ALTER TABLE jobs RENAME TO jobs_gone`); err != nil {

@@ -8,16 +8,23 @@ import (
 	"github.com/warrenhq/warren/pkg/store/storetest"
 )
 
-func TestInsertRoutesAroundADownShard(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
+// downShardStore opens a store of two shards: shard 0 a test database, and
+// shard 1 down (nothing listens on port 1, so connections are refused).
+func downShardStore(t *testing.T) *store.Store {
+	t.Helper()
 	up := storetest.URLs(t, 1)[0]
-	// Shard 1 is down: nothing listens on port 1, so connections are refused.
 	s, err := store.Open(store.Config{URLs: []string{up, "postgres://warren:x@127.0.0.1:1/warren_1?sslmode=disable"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestInsertRoutesAroundADownShard(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := downShardStore(t)
 	for range 6 {
 		j := newJob(s.NextShard(), "acme")
 		if err := s.InsertRouted(ctx, j); err != nil {

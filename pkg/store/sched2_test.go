@@ -79,10 +79,7 @@ func TestOutboxEveryPathToQueuedIsPublishedOnce(t *testing.T) {
 	}
 
 	// A relay whose publish fails marks nothing.
-	other := newJob(0, "acme")
-	if err := s.Insert(ctx, other); err != nil {
-		t.Fatal(err)
-	}
+	other := inserted(t, s, 0, "acme")
 	boom := errors.New("rabbitmq down")
 	relayAll(t, s, boom)
 	if got := relayAll(t, s, nil); !slices.Equal(got, sortedIDs(other)) {
@@ -282,10 +279,7 @@ func TestDeleteFinishedInBatchesByStateAndAge(t *testing.T) {
 	week, month := 7*24*time.Hour, 30*24*time.Hour
 	var old, keep []*job.Job
 	add := func(st job.State, age time.Duration, callback string, expired bool) {
-		j := newJob(0, "acme")
-		if err := s.Insert(ctx, j); err != nil {
-			t.Fatal(err)
-		}
+		j := inserted(t, s, 0, "acme")
 		if st != job.Queued {
 			finish(t, raw[0], j, st, age, callback)
 		}

@@ -23,6 +23,16 @@ func newJob(shard int, tenant string) *job.Job {
 	}
 }
 
+// inserted stores newJob(shard, tenant) in s and returns it.
+func inserted(t *testing.T, s *store.Store, shard int, tenant string) *job.Job {
+	t.Helper()
+	j := newJob(shard, tenant)
+	if err := s.Insert(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
 func TestInsertGetAcrossShards(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -59,10 +69,7 @@ func TestTenantSeesOnlyOwnJobs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := storetest.New(t, 1)
-	j := newJob(0, "acme")
-	if err := s.Insert(ctx, j); err != nil {
-		t.Fatal(err)
-	}
+	j := inserted(t, s, 0, "acme")
 	if _, err := s.Get(ctx, "globex", j.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("other tenant: got %v, want ErrNotFound", err)
 	}
@@ -72,10 +79,7 @@ func TestClaimOnlyOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := storetest.New(t, 1)
-	j := newJob(0, "acme")
-	if err := s.Insert(ctx, j); err != nil {
-		t.Fatal(err)
-	}
+	j := inserted(t, s, 0, "acme")
 	const racers = 16
 	var wg sync.WaitGroup
 	wins := make(chan *job.Job, racers)
@@ -110,10 +114,7 @@ func TestCompleteIsFencedByAttempt(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := storetest.New(t, 1)
-	j := newJob(0, "acme")
-	if err := s.Insert(ctx, j); err != nil {
-		t.Fatal(err)
-	}
+	j := inserted(t, s, 0, "acme")
 	c, err := s.Claim(ctx, j.ID, "w1", time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -195,10 +196,7 @@ func TestReleaseHandsBackWithoutCountingAttempt(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := storetest.New(t, 1)
-	j := newJob(0, "acme")
-	if err := s.Insert(ctx, j); err != nil {
-		t.Fatal(err)
-	}
+	j := inserted(t, s, 0, "acme")
 	c, err := s.Claim(ctx, j.ID, "w1", time.Minute)
 	if err != nil {
 		t.Fatal(err)

@@ -97,10 +97,7 @@ func TestClaimBatchRacersClaimEachJobOnce(t *testing.T) {
 	const jobs, racers = 20, 8
 	var ids []job.ID
 	for range jobs {
-		j := newJob(0, "acme")
-		if err := s.Insert(ctx, j); err != nil {
-			t.Fatal(err)
-		}
+		j := inserted(t, s, 0, "acme")
 		ids = append(ids, j.ID)
 	}
 	var mu sync.Mutex
@@ -140,10 +137,7 @@ func TestCompleteBatchMixed(t *testing.T) {
 	s := storetest.New(t, 2)
 	var running []*job.Job
 	for i := range 4 {
-		j := newJob(i%2, "acme")
-		if err := s.Insert(ctx, j); err != nil {
-			t.Fatal(err)
-		}
+		j := inserted(t, s, i%2, "acme")
 		c, err := s.Claim(ctx, j.ID, "w1", time.Minute)
 		if err != nil {
 			t.Fatal(err)
@@ -152,10 +146,7 @@ func TestCompleteBatchMixed(t *testing.T) {
 	}
 	// running[2] is on its second attempt, so its first attempt is stale.
 	retryAgain(t, s, running[2].ID, 1)
-	queued := newJob(1, "acme")
-	if err := s.Insert(ctx, queued); err != nil {
-		t.Fatal(err)
-	}
+	queued := inserted(t, s, 1, "acme")
 	url := "https://hooks.example/warren"
 	withCallback := newJob(0, "acme")
 	withCallback.CallbackURL = &url
@@ -228,10 +219,7 @@ func TestCompleteBatchTwoAttemptsOfOneJob(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := storetest.New(t, 1)
-	j := newJob(0, "acme")
-	if err := s.Insert(ctx, j); err != nil {
-		t.Fatal(err)
-	}
+	j := inserted(t, s, 0, "acme")
 	if _, err := s.Claim(ctx, j.ID, "w1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -271,17 +259,8 @@ func retryAgain(t *testing.T, s *store.Store, id job.ID, attempt int) {
 func TestBatchOnADownShard(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	urls := storetest.URLs(t, 2)
-	urls[1] = "postgres://warren@127.0.0.1:1/nowhere?sslmode=disable&connect_timeout=1"
-	s, err := store.Open(store.Config{URLs: urls})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	up := newJob(0, "acme")
-	if err := s.Insert(ctx, up); err != nil {
-		t.Fatal(err)
-	}
+	s := downShardStore(t)
+	up := inserted(t, s, 0, "acme")
 	down := job.NewID(time.Now(), 1)
 	got := s.ClaimBatch(ctx, []job.ID{down, up.ID}, "w1", time.Minute, nil)
 	var se *store.ShardError

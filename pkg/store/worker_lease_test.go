@@ -107,10 +107,7 @@ func TestExtendLeasesReportsTheShardThatFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	j := newJob(0, "acme")
-	if err := s.Insert(ctx, j); err != nil {
-		t.Fatal(err)
-	}
+	j := inserted(t, s, 0, "acme")
 	if _, err := s.Claim(ctx, j.ID, "w1", time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -128,10 +125,7 @@ func TestSetProgressIsFencedByAttempt(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := storetest.New(t, 1)
-	j := newJob(0, "acme")
-	if err := s.Insert(ctx, j); err != nil {
-		t.Fatal(err)
-	}
+	j := inserted(t, s, 0, "acme")
 	var se *store.StateError
 	if err := s.SetProgress(ctx, j.ID, 0, job.JSON(`{"n":1}`)); !errors.As(err, &se) || se.State != job.Queued {
 		t.Fatalf("progress of a queued job: %v", err)

@@ -15,10 +15,7 @@ import (
 // running inserts a job on shard for tenant and claims it for worker.
 func running(t *testing.T, s *store.Store, shard int, tenant, worker string) *job.Job {
 	t.Helper()
-	j := newJob(shard, tenant)
-	if err := s.Insert(context.Background(), j); err != nil {
-		t.Fatal(err)
-	}
+	j := inserted(t, s, shard, tenant)
 	c, err := s.Claim(context.Background(), j.ID, worker, time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -101,18 +98,9 @@ func TestClaimCompleteMixed(t *testing.T) {
 func TestClaimCompleteOnADownShard(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	urls := storetest.URLs(t, 2)
-	urls[1] = "postgres://warren@127.0.0.1:1/nowhere?sslmode=disable&connect_timeout=1"
-	s, err := store.Open(store.Config{URLs: urls})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s := downShardStore(t)
 	run := running(t, s, 0, "acme", "w1")
-	q := newJob(0, "acme")
-	if err := s.Insert(ctx, q); err != nil {
-		t.Fatal(err)
-	}
+	q := inserted(t, s, 0, "acme")
 	down, downRunning := job.NewID(time.Now(), 1), job.NewID(time.Now().Add(time.Millisecond), 1)
 	claimed, completed := s.ClaimComplete(ctx, []job.ID{down, q.ID},
 		[]store.Completion{{ID: downRunning, Attempt: 1}, {ID: run.ID, Attempt: 1}}, "w1", time.Minute, nil)
