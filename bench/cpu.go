@@ -198,6 +198,20 @@ func (w *cpuWatch) sample() {
 	w.sampleLocked(false)
 }
 
+// running returns the pid of each process of program seen by the last
+// sample, so that the memory sampler need not walk /proc again.
+func (w *cpuWatch) running(program string) []int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var pids []int
+	for k, p := range w.procs {
+		if p.gen == w.gen && p.program == program {
+			pids = append(pids, k.pid)
+		}
+	}
+	return pids
+}
+
 // sampleLocked reads every process's CPU time, and its threads' run-queue
 // wait if allThreads or its program is one sampleThreadsOf names. A
 // process whose threads are not read, or have all exited since its stat

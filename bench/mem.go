@@ -1,10 +1,8 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,10 +29,10 @@ type rssSample struct {
 	kb int
 }
 
-// memWatch samples /proc for processes whose command is bin/api or
-// bin/workers (by the program's base name), keeping each one's last VmHWM:
-// workers the autoscaler stops mid-run are still reported. On each tick it
-// also samples cpu, so processes that exit mid-phase keep their CPU.
+// memWatch samples the memory of the api and workers processes (by command
+// name, as cpuWatch finds them on its walk of /proc), keeping each one's
+// last VmHWM: workers the autoscaler stops mid-run are still reported. Each
+// tick samples cpu first, so processes that exit mid-phase keep their CPU.
 type memWatch struct {
 	cpu     *cpuWatch
 	mu      sync.Mutex
@@ -57,7 +55,6 @@ func (m *memWatch) start(ctx context.Context, every time.Duration) {
 		defer close(m.done)
 		for {
 			m.sample()
-			m.cpu.sample()
 			select {
 			case <-ctx.Done():
 				return
@@ -96,29 +93,21 @@ func (m *memWatch) stop() []ProcMemory {
 	return out
 }
 
+// sample samples cpu, then reads the memory of the api and workers
+// processes that sample found.
 func (m *memWatch) sample() {
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
+	m.cpu.sample()
+	for _, name := range []string{"api", "workers"} {
+		for _, pid := range m.cpu.running(name) {
+			hwm, rss, ok := memStatus(pid)
+			if !ok {
+				continue
+			}
+			m.mu.Lock()
+			m.procs[pid] = ProcMemory{Name: name, PID: pid, PeakMiB: float64(hwm) / 1024}
+			m.rss[pid] = append(m.rss[pid], rssSample{at: time.Now(), kb: rss})
+			m.mu.Unlock()
 		}
-		cmd, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
-		if err != nil || len(cmd) == 0 {
-			continue
-		}
-		name := filepath.Base(string(bytes.SplitN(cmd, []byte{0}, 2)[0]))
-		if name != "api" && name != "workers" {
-			continue
-		}
-		hwm, rss, ok := memStatus(pid)
-		if !ok {
-			continue
-		}
-		m.mu.Lock()
-		m.procs[pid] = ProcMemory{Name: name, PID: pid, PeakMiB: float64(hwm) / 1024}
-		m.rss[pid] = append(m.rss[pid], rssSample{at: time.Now(), kb: rss})
-		m.mu.Unlock()
 	}
 }
 
