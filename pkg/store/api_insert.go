@@ -119,8 +119,7 @@ func (s *Store) InsertIdempotent(ctx context.Context, j *job.Job) (stored *job.J
 			return nil, false, &ShardError{Shard: j.ID.Shard(), Err: fmt.Errorf("insert job %s: %w", j.ID, err)}
 		}
 		var got job.Job
-		err = db.GetContext(ctx, &got, `SELECT `+columns+` FROM jobs
-			WHERE tenant = $1 AND idempotency_key = $2`, j.Tenant, *j.IdempotencyKey)
+		err = db.GetContext(ctx, &got, byKeyQuery, j.Tenant, *j.IdempotencyKey)
 		if err == nil {
 			return &got, false, nil
 		}
@@ -130,6 +129,9 @@ func (s *Store) InsertIdempotent(ctx context.Context, j *job.Job) (stored *job.J
 	}
 	return nil, false, fmt.Errorf("insert job %s: idempotency key conflict did not settle", j.ID)
 }
+
+// byKeyQuery reads tenant $1's job with the idempotency key $2.
+const byKeyQuery = `SELECT ` + columns + ` FROM jobs WHERE tenant = $1 AND idempotency_key = $2`
 
 // keyShards returns the shards that may hold tenant's key: home (where the
 // new job goes) first, then the key's shard under every smaller shard
@@ -156,8 +158,7 @@ func (s *Store) findByKey(ctx context.Context, tenant, key string, shards []int)
 	for i, n := range shards {
 		wg.Go(func() {
 			var j job.Job
-			err := s.shards[n].GetContext(ctx, &j, `SELECT `+columns+` FROM jobs
-				WHERE tenant = $1 AND idempotency_key = $2`, tenant, key)
+			err := s.shards[n].GetContext(ctx, &j, byKeyQuery, tenant, key)
 			switch {
 			case err == nil:
 				found[i] = &j
