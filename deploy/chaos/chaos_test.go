@@ -498,14 +498,35 @@ func stall(t *testing.T, what string, pids []int, shard int, l *load, slowest ti
 	end := time.Now()
 	return fault{end: end, shard: -1, verify: func(t *testing.T, rows []Row, _ map[*proc]map[string]*Attempts) {
 		if shard >= 0 {
-			// Measured, not required: see docs/RELIABILITY.md.
-			flowed := 0
-			for _, r := range rows {
-				if r.Shard != shard && r.State == job.Succeeded && r.FinishedAt.After(begin) && r.FinishedAt.Before(end) {
-					flowed++
+			// The other shards' jobs flow on: their successes per second
+			// while shard is frozen, against those from the load's start
+			// to the stall.
+			loadStart := begin
+			for _, sub := range l.snapshot() {
+				if sub.start.Before(loadStart) {
+					loadStart = sub.start
 				}
 			}
-			t.Logf("%d jobs succeeded on the other shards while shard %d was frozen", flowed, shard)
+			before, during := 0, 0
+			for _, r := range rows {
+				if r.Shard == shard || r.State != job.Succeeded {
+					continue
+				}
+				switch {
+				case r.FinishedAt.After(loadStart) && r.FinishedAt.Before(begin):
+					before++
+				case r.FinishedAt.After(begin) && r.FinishedAt.Before(end):
+					during++
+				}
+			}
+			rateBefore := float64(before) / begin.Sub(loadStart).Seconds()
+			rateDuring := float64(during) / end.Sub(begin).Seconds()
+			t.Logf("the other shards' successes: %.1f/s while shard %d was frozen, %.1f/s before (%d and %d jobs)", rateDuring, shard, rateBefore, during, before)
+			// Submits and claims give up on the frozen shard after their
+			// patience (2s): most of the stall flows, with all the load.
+			if rateDuring < rateBefore/3 {
+				t.Errorf("the other shards' jobs nearly stopped while shard %d was frozen: %.1f/s, against %.1f/s before", shard, rateDuring, rateBefore)
+			}
 		}
 		var took time.Duration
 		failed := 0

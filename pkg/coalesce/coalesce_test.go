@@ -238,3 +238,118 @@ func TestBatchEndsByTheLeadersDeadline(t *testing.T) {
 		t.Errorf("the batch ran %v, past its leader's deadline", d)
 	}
 }
+
+// DoWithin behind a batch that does not end: a queued item is withdrawn
+// after the caller's patience, a caller arriving once the batch has run
+// longer than that is refused at once, neither item runs, and the group
+// serves again when the batch ends.
+func TestDoWithinGivesUpBehindAStuckBatch(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var ran sync.Map
+		g := New(8, time.Hour, func(_ context.Context, in []string) ([]string, error) {
+			for _, v := range in {
+				ran.Store(v, true)
+				if v == "stuck" {
+					<-release
+				}
+			}
+			return in, nil
+		})
+		leader := make(chan error, 1)
+		go func() {
+			_, err := g.Do(context.Background(), "stuck")
+			leader <- err
+		}()
+		synctest.Wait()
+
+		queued := make(chan error, 1)
+		go func() {
+			_, err := g.DoWithin(context.Background(), "queued", time.Second)
+			queued <- err
+		}()
+		synctest.Wait() // queued behind the stuck batch, its timer running
+		if err := <-queued; !errors.Is(err, ErrBusy) {
+			t.Fatalf("queued caller after its patience: %v, want ErrBusy", err)
+		}
+		g.mu.Lock()
+		left := len(g.queue)
+		g.mu.Unlock()
+		if left != 0 {
+			t.Errorf("%d items still queued after the caller gave up", left)
+		}
+
+		// The batch has now run for longer than a second: refused at once.
+		if _, err := g.DoWithin(context.Background(), "late", time.Second); !errors.Is(err, ErrBusy) {
+			t.Fatalf("caller behind a batch older than its patience: %v, want ErrBusy", err)
+		}
+		close(release)
+		if err := <-leader; err != nil {
+			t.Fatal(err)
+		}
+		if got, err := g.DoWithin(context.Background(), "after", time.Second); err != nil || got != "after" {
+			t.Fatalf("after the batch ended: %q, %v", got, err)
+		}
+		for _, v := range []string{"queued", "late"} {
+			if _, ok := ran.Load(v); ok {
+				t.Errorf("item %q ran after its caller was told ErrBusy", v)
+			}
+		}
+	})
+}
+
+// An item already taken into a running batch is not abandoned when the
+// caller's patience runs out: the caller waits for that batch's result, so
+// it always knows whether its item took effect.
+func TestDoWithinWaitsForABatchThatTookItsItem(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		first, second := make(chan struct{}), make(chan struct{})
+		g := New(8, time.Hour, func(_ context.Context, in []string) ([]string, error) {
+			switch in[0] {
+			case "first":
+				<-first
+			case "second":
+				<-second
+			}
+			out := make([]string, len(in))
+			for i, v := range in {
+				out[i] = v + "!"
+			}
+			return out, nil
+		})
+		results := make(chan error, 3)
+		go func() { _, err := g.Do(context.Background(), "first"); results <- err }()
+		synctest.Wait()
+		go func() { _, err := g.Do(context.Background(), "second"); results <- err }()
+		synctest.Wait()
+		patient := make(chan string, 1)
+		go func() {
+			got, err := g.DoWithin(context.Background(), "patient", time.Minute)
+			if err != nil {
+				t.Errorf("an item taken into a batch: %v, want its result", err)
+			}
+			patient <- got
+		}()
+		synctest.Wait()
+		// "second" leads the next batch, which takes "patient" with it and
+		// blocks; the patience then runs out while the item is in it.
+		close(first)
+		synctest.Wait()
+		time.Sleep(2 * time.Minute) // the bubble's clock: no real time passes
+		synctest.Wait()
+		select {
+		case got := <-patient:
+			t.Fatalf("the caller left before its batch ended, with %q", got)
+		default:
+		}
+		close(second)
+		if got := <-patient; got != "patient!" {
+			t.Errorf("got %q, want the batch's result", got)
+		}
+		for range 2 {
+			if err := <-results; err != nil {
+				t.Error(err)
+			}
+		}
+	})
+}

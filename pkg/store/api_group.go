@@ -16,6 +16,12 @@ type CommitterConfig struct {
 	MaxBatch int
 	// Timeout bounds one statement, whichever caller leads it; default 10s.
 	Timeout time.Duration
+	// Patience is how long a job waits behind its shard's running
+	// statement before it goes to the next shard instead; default 2s. A
+	// statement takes milliseconds, so one running for longer means the
+	// shard has stopped answering (frozen, or a network stall), and new
+	// jobs need not wait for it.
+	Patience time.Duration
 	// Observe, if set, is told of every statement run: its shard, how many
 	// jobs it carried, how long it took and its error (nil when they
 	// committed).
@@ -29,8 +35,9 @@ type CommitterConfig struct {
 // go together in the next statement (see package coalesce). It is safe for
 // concurrent use and starts no goroutine.
 type Committer struct {
-	st     *Store
-	groups []*coalesce.Group[*job.Job, struct{}]
+	st       *Store
+	patience time.Duration
+	groups   []*coalesce.Group[*job.Job, struct{}]
 }
 
 // insertNewJobsSQL inserts new jobs passed as one jsonb array.
@@ -45,7 +52,10 @@ func (s *Store) NewCommitter(cfg CommitterConfig) *Committer {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	c := &Committer{st: s}
+	if cfg.Patience <= 0 {
+		cfg.Patience = 2 * time.Second
+	}
+	c := &Committer{st: s, patience: cfg.Patience}
 	for shard := range s.shards {
 		c.groups = append(c.groups, coalesce.New(cfg.MaxBatch, cfg.Timeout,
 			func(ctx context.Context, jobs []*job.Job) ([]struct{}, error) {
@@ -66,11 +76,13 @@ func (s *Store) NewCommitter(cfg CommitterConfig) *Committer {
 // Insert stores a new job (only the columns of a new job, as InsertBatch),
 // in a statement shared with the concurrent calls for the same shard. It
 // starts with the shard the job's id names; when that shard cannot even be
-// dialled (nothing was sent, so nothing can have committed), the job gets a
-// fresh id on the next shard and joins that shard's next statement, so
-// submits route around a shard that is down. Any other error is returned as
-// is, for every job of the failed statement: a statement that may have
-// committed is never repeated elsewhere.
+// dialled, or its running statement has kept the job waiting for longer
+// than the Patience (nothing was sent, so nothing can have committed), the
+// job gets a fresh id on the next shard and joins that shard's next
+// statement, so submits route around a shard that is down or frozen. The
+// last shard tried is waited for as long as it takes. Any
+// other error is returned as is, for every job of the failed statement: a
+// statement that may have committed is never repeated elsewhere.
 //
 // The statement runs detached from ctx's cancellation, since it carries
 // other callers' jobs too; ctx ending stops only the re-routing.
@@ -86,12 +98,20 @@ func (c *Committer) Insert(ctx context.Context, j *job.Job) error {
 		if i > 0 {
 			j.ID = job.NewID(j.CreatedAt, shard)
 		}
-		_, err := c.groups[shard].Do(ctx, j)
+		var err error
+		if i < n-1 {
+			_, err = c.groups[shard].DoWithin(ctx, j, c.patience)
+		} else {
+			_, err = c.groups[shard].Do(ctx, j) // the last shard to try: no patience
+		}
 		if err == nil {
 			return nil
 		}
+		if errors.Is(err, coalesce.ErrBusy) {
+			err = &ShardError{Shard: shard, Err: fmt.Errorf("insert: %w", err)}
+		}
 		errs = append(errs, err)
-		if !unreachable(err) || ctx.Err() != nil {
+		if !(unreachable(err) || errors.Is(err, coalesce.ErrBusy)) || ctx.Err() != nil {
 			break
 		}
 	}

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,5 +149,103 @@ func TestInsertBatchRoutedAroundADownShard(t *testing.T) {
 	}
 	if _, err := two.Get(ctx, "acme", b.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("job of the failed statement: %v, want not stored", err)
+	}
+}
+
+// A shard that stops answering keeps only the jobs of its running
+// statement: the jobs that would queue behind it go, after the Patience,
+// with fresh ids to the next shard, and each job is stored once, where its
+// id says.
+func TestCommitterRoutesAroundAFrozenShard(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	urls := storetest.URLs(t, 2)
+	s, err := store.Open(store.Config{URLs: urls})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Shard 0's jobs table is locked: its INSERTs wait as on a frozen server.
+	db, err := sql.Open("postgres", urls[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	lock, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lock.Rollback() }()
+	if _, err := lock.ExecContext(ctx, `LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+
+	c := s.NewCommitter(store.CommitterConfig{Patience: time.Second})
+	stuck := newJob(0, "acme")
+	stuckDone := make(chan error, 1)
+	go func() { stuckDone <- c.Insert(ctx, stuck) }()
+	waitLockWaiter(t, db)
+
+	var wg sync.WaitGroup
+	routed := make([]*job.Job, 20)
+	errs := make([]error, len(routed))
+	for i := range routed {
+		routed[i] = newJob(0, "acme")
+		wg.Go(func() { errs[i] = c.Insert(ctx, routed[i]) })
+	}
+	wg.Wait()
+	for i, j := range routed {
+		if errs[i] != nil {
+			t.Fatalf("insert %d behind the frozen shard: %v", i, errs[i])
+		}
+		if j.ID.Shard() != 1 {
+			t.Fatalf("job %d has an id on shard %d, want 1", i, j.ID.Shard())
+		}
+		if _, err := s.Get(ctx, "acme", j.ID); err != nil {
+			t.Fatalf("routed job %d not stored: %v", i, err)
+		}
+	}
+	select {
+	case err := <-stuckDone:
+		t.Fatalf("the insert on the locked shard returned (%v) before the lock was released", err)
+	default:
+	}
+
+	if err := lock.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-stuckDone; err != nil {
+		t.Fatalf("the insert on the locked shard, after the release: %v", err)
+	}
+	if stuck.ID.Shard() != 0 {
+		t.Fatalf("the job of the running statement moved to shard %d", stuck.ID.Shard())
+	}
+	if _, err := s.Get(ctx, "acme", stuck.ID); err != nil {
+		t.Fatalf("the job of the running statement is not stored: %v", err)
+	}
+	var rows int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM jobs`).Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("shard 0 holds %d jobs (%v), want only the one of the running statement", rows, err)
+	}
+}
+
+// waitLockWaiter waits until a session of db's database waits for a lock.
+func waitLockWaiter(t *testing.T, db *sql.DB) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no session waits for the lock after 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -73,10 +73,20 @@ func (b *batches) round(ctx context.Context, ws []write) ([]store.Result, error)
 	return out, nil
 }
 
-// claim claims one job, in a batch with the other writes on its shard.
+// claimPatience is how long a claim waits behind its shard's running
+// statement before it gives up (coalesce.ErrBusy; the claim never ran) and
+// the message is set aside. A claim round takes milliseconds, and under a
+// heavy load still well under a second; one running for longer means the
+// shard has stopped answering (frozen, or a network stall), and a slot that
+// waited on it would keep a job of another shard waiting too.
+const claimPatience = 2 * time.Second
+
+// claim claims one job, in a batch with the other writes on its shard. It
+// returns coalesce.ErrBusy, having written nothing, when the shard's
+// statement has run for longer than claimPatience.
 func (b *batches) claim(ctx context.Context, id job.ID) (*job.Job, error) {
 	if n := id.Shard(); n < len(b.writes) {
-		r, err := b.writes[n].Do(ctx, write{id: id})
+		r, err := b.writes[n].DoWithin(ctx, write{id: id}, claimPatience)
 		if err != nil {
 			return nil, err
 		}

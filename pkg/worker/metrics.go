@@ -58,7 +58,7 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 		}),
 		parked: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "warren_worker_parked_messages_total",
-			Help: "Messages set aside because this process has no handler for their type.",
+			Help: "Messages set aside for a while (the park delay): no handler for their type here, a job of a tenant this worker does not serve, or one whose shard is not answering.",
 		}),
 		leases: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "warren_worker_lease_renewals_total",

@@ -13,6 +13,7 @@ import (
 
 	"github.com/warrenhq/warren/pkg/broker"
 	"github.com/warrenhq/warren/pkg/cache"
+	"github.com/warrenhq/warren/pkg/coalesce"
 	"github.com/warrenhq/warren/pkg/job"
 	"github.com/warrenhq/warren/pkg/store"
 )
@@ -228,6 +229,13 @@ func (r *runner) process(workCtx context.Context, p *pending) {
 		// Another tenant's job, for a worker that serves others: it waits
 		// in its queue for one that serves its tenant.
 		log.Debug("job of a tenant this worker does not serve: parking the message")
+		r.park(workCtx, p.d)
+		return
+	case errors.Is(err, coalesce.ErrBusy):
+		// Its shard has not answered for a while. Holding the slot would
+		// starve the other shards' jobs; the message waits aside and comes
+		// back after the broker's park delay.
+		log.Debug("the job's shard is not answering: parking the message", "shard", p.msg.ID.Shard())
 		r.park(workCtx, p.d)
 		return
 	case errors.Is(err, store.ErrBadShard):
