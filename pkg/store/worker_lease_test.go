@@ -3,7 +3,9 @@ package store_test
 import (
 	"context"
 	"errors"
+	"net"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -152,4 +154,79 @@ func TestSetProgressIsFencedByAttempt(t *testing.T) {
 	if err := s.SetProgress(ctx, job.NewID(time.Now(), 0), 1, nil); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("progress of no job: %v", err)
 	}
+}
+
+// A shard that accepts connections and never answers, as a frozen server
+// does, costs the renewal only that shard: the other shard's leases are
+// renewed, and the call returns when its context ends, naming the silent
+// shard.
+func TestExtendLeasesDoesNotWaitForASilentShard(t *testing.T) {
+	t.Parallel()
+	urls := storetest.URLs(t, 1)
+	s, err := store.Open(store.Config{URLs: []string{urls[0], "postgres://warren:x@" + silentServer(t) + "/warren?sslmode=disable"}, MaxConns: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	j := inserted(t, s, 0, "acme")
+	if _, err := s.Claim(context.Background(), j.ID, "w1", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The shards are taken in no fixed order: several rounds so that the
+	// silent one comes first in some.
+	for round := range 4 {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		var held []store.Held
+		var err error
+		returned := make(chan struct{})
+		go func() {
+			defer close(returned)
+			held, err = s.ExtendLeases(ctx, "w1", time.Minute, []job.ID{j.ID, job.NewID(time.Now(), 1)})
+		}()
+		select {
+		case <-returned:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: ExtendLeases still waiting 10s after its context ended at 300ms", round)
+		}
+		cancel()
+		var se *store.ShardError
+		if !errors.As(err, &se) || se.Shard != 1 {
+			t.Fatalf("round %d: error %v, want a ShardError for shard 1", round, err)
+		}
+		if len(held) != 1 || held[0].ID != j.ID {
+			t.Fatalf("round %d: the answering shard's job: held %+v, error %v", round, held, err)
+		}
+	}
+}
+
+// silentServer listens on a loopback port, accepts connections and never
+// answers on them, until the test ends; it returns the address.
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
 }
