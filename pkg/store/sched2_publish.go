@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -146,14 +145,12 @@ func (s *Store) MarkPublished(ctx context.Context, ids []job.ID) error {
 			byShard[id.Shard()] = append(byShard[id.Shard()], uuidText(id))
 		}
 	}
-	var errs []error
-	for n, shardIDs := range byShard {
-		err := s.execPrepared(ctx, n, markPublishedQuery, pq.Array(shardIDs))
-		if err != nil {
-			errs = append(errs, &ShardError{Shard: n, Err: fmt.Errorf("mark %d jobs published: %w", len(shardIDs), err)})
-		}
-	}
-	return errors.Join(errs...)
+	// The shards at once, and an answer by ctx's end: the marks of the other
+	// shards must not wait for a shard that is frozen.
+	_, err := onShards(ctx, byShard, "mark published", func(n int, shardIDs []string) ([]struct{}, error) {
+		return nil, s.execPrepared(ctx, n, markPublishedQuery, pq.Array(shardIDs))
+	})
+	return err
 }
 
 // markPublishedQuery marks jobs published. It locks them in id order, as

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -32,48 +31,15 @@ func (s *Store) ExtendLeases(ctx context.Context, workerID string, lease time.Du
 		v, _ := id.Value()
 		byShard[id.Shard()] = append(byShard[id.Shard()], v.(string))
 	}
-	// The shards at once, and an answer when ctx ends even from a shard
-	// still silent: a frozen server never answers lib/pq's cancel, and the
-	// other shards' leases must not run out waiting for it. A statement left
-	// behind finishes (or fails) when its server answers again.
-	type answer struct {
-		shard int
-		held  []Held
-		err   error
-	}
-	answers := make(chan answer, len(byShard))
-	for n, shardIDs := range byShard {
-		go func() {
-			var got []Held
-			// Rows by primary key, state tested on the locked row, in id
-			// order, as the batch claims and completions do (see
-			// claimBatchQuery).
-			err := s.selectPrepared(ctx, n, &got, extendLeasesQuery, pq.Array(shardIDs), workerID, lease.Milliseconds())
-			if err != nil {
-				err = &ShardError{Shard: n, Err: fmt.Errorf("extend %d leases: %w", len(shardIDs), err)}
-			}
-			answers <- answer{shard: n, held: got, err: err}
-		}()
-	}
-	var held []Held
-	var errs []error
-	for range len(byShard) { // byShard keeps the shards yet to answer
-		select {
-		case a := <-answers:
-			delete(byShard, a.shard)
-			if a.err != nil {
-				errs = append(errs, a.err)
-				continue
-			}
-			held = append(held, a.held...)
-		case <-ctx.Done():
-			for n, shardIDs := range byShard {
-				errs = append(errs, &ShardError{Shard: n, Err: fmt.Errorf("extend %d leases: %w", len(shardIDs), ctx.Err())})
-			}
-			return held, errors.Join(errs...)
-		}
-	}
-	return held, errors.Join(errs...)
+	// The shards at once, and an answer by ctx's end: the other shards'
+	// leases must not run out waiting for a shard that is frozen.
+	return onShards(ctx, byShard, "extend the leases of", func(n int, shardIDs []string) ([]Held, error) {
+		var got []Held
+		// Rows by primary key, state tested on the locked row, in id order,
+		// as the batch claims and completions do (see claimBatchQuery).
+		err := s.selectPrepared(ctx, n, &got, extendLeasesQuery, pq.Array(shardIDs), workerID, lease.Milliseconds())
+		return got, err
+	})
 }
 
 // SetProgress stores a running attempt's progress report, any JSON value,

@@ -157,10 +157,10 @@ func TestSetProgressIsFencedByAttempt(t *testing.T) {
 }
 
 // A shard that accepts connections and never answers, as a frozen server
-// does, costs the renewal only that shard: the other shard's leases are
-// renewed, and the call returns when its context ends, naming the silent
-// shard.
-func TestExtendLeasesDoesNotWaitForASilentShard(t *testing.T) {
+// does, costs the per-shard writes of the worker and the api only that
+// shard: the other shard's leases are renewed and its publications marked,
+// and each call returns when its context ends, naming the silent shard.
+func TestPerShardWritesDoNotWaitForASilentShard(t *testing.T) {
 	t.Parallel()
 	urls := storetest.URLs(t, 1)
 	s, err := store.Open(store.Config{URLs: []string{urls[0], "postgres://warren:x@" + silentServer(t) + "/warren?sslmode=disable"}, MaxConns: 8})
@@ -168,34 +168,64 @@ func TestExtendLeasesDoesNotWaitForASilentShard(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	j := inserted(t, s, 0, "acme")
-	if _, err := s.Claim(context.Background(), j.ID, "w1", time.Second); err != nil {
+	db, err := sqlx.Open("postgres", urls[0])
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer db.Close()
+	running := inserted(t, s, 0, "acme")
+	if _, err := s.Claim(context.Background(), running.ID, "w1", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	queued := inserted(t, s, 0, "acme")
+	silent := job.NewID(time.Now(), 1)
+
 	// The shards are taken in no fixed order: several rounds so that the
 	// silent one comes first in some.
 	for round := range 4 {
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		var held []store.Held
-		var err error
-		returned := make(chan struct{})
-		go func() {
-			defer close(returned)
-			held, err = s.ExtendLeases(ctx, "w1", time.Minute, []job.ID{j.ID, job.NewID(time.Now(), 1)})
-		}()
-		select {
-		case <-returned:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("round %d: ExtendLeases still waiting 10s after its context ended at 300ms", round)
-		}
-		cancel()
+		leaseErr := returnsBy(t, func(ctx context.Context) (err error) {
+			held, err = s.ExtendLeases(ctx, "w1", time.Minute, []job.ID{running.ID, silent})
+			return err
+		})
 		var se *store.ShardError
-		if !errors.As(err, &se) || se.Shard != 1 {
-			t.Fatalf("round %d: error %v, want a ShardError for shard 1", round, err)
+		if !errors.As(leaseErr, &se) || se.Shard != 1 {
+			t.Fatalf("round %d: renewal error %v, want a ShardError for shard 1", round, leaseErr)
 		}
-		if len(held) != 1 || held[0].ID != j.ID {
-			t.Fatalf("round %d: the answering shard's job: held %+v, error %v", round, held, err)
+		if len(held) != 1 || held[0].ID != running.ID {
+			t.Fatalf("round %d: the answering shard's job: held %+v", round, held)
 		}
+
+		markErr := returnsBy(t, func(ctx context.Context) error {
+			return s.MarkPublished(ctx, []job.ID{queued.ID, silent})
+		})
+		if !errors.As(markErr, &se) || se.Shard != 1 {
+			t.Fatalf("round %d: mark error %v, want a ShardError for shard 1", round, markErr)
+		}
+		var marked bool
+		if err := db.Get(&marked, `SELECT published_at IS NOT NULL FROM jobs WHERE id = $1`, queued.ID); err != nil || !marked {
+			t.Fatalf("round %d: the answering shard's job not marked published (%v)", round, err)
+		}
+		if _, err := db.Exec(`UPDATE jobs SET published_at = NULL WHERE id = $1`, queued.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// returnsBy calls fn with a context that ends after 300ms and returns its
+// error, failing the test if fn has not returned 10s after that.
+func returnsBy(t *testing.T, fn func(ctx context.Context) error) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("still waiting 10s after its context ended at 300ms")
+		return nil
 	}
 }
 
