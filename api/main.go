@@ -63,8 +63,8 @@ func run(ctx context.Context, getenv config.Getenv, out io.Writer) error {
 		Tenants: tenants, Insecure: cfg.Insecure, MaxBodyBytes: int64(cfg.MaxBodyBytes),
 		DefaultMaxAttempts: cfg.DefaultMaxAttempts, DefaultTimeout: cfg.DefaultTimeout,
 		RateLimit:     cache.Rate{Limit: cfg.RateLimit, Window: cfg.RateWindow},
-		MaxQueueDepth: cfg.MaxQueueDepth,
-		Failpoint:     failpoint(cfg.Failpoint, log),
+		MaxQueueDepth: cfg.MaxQueueDepth, MaxSubmitsInFlight: cfg.MaxSubmitsInFlight,
+		Failpoint: failpoint(cfg.Failpoint, log),
 	}, st, br, ca, log)
 	if err != nil {
 		return err

@@ -141,6 +141,9 @@ type API struct {
 	// MaxQueueDepth: WARREN_MAX_QUEUE_DEPTH, backpressure: above this many
 	// ready messages in a queue, submits to it answer 503. Default 0, off.
 	MaxQueueDepth int
+	// MaxSubmitsInFlight: WARREN_MAX_SUBMITS_IN_FLIGHT, the submit requests
+	// one api process works on at once; the next answers 503. Default 1000.
+	MaxSubmitsInFlight int
 	// Failpoint: WARREN_FAILPOINT, a test hook for crash tests, never for
 	// production: "kill-after-commit" makes the process SIGKILL itself right
 	// after the first submit's INSERT commits, before its publish. Empty
@@ -170,6 +173,7 @@ func LoadAPI(get Getenv) (API, error) {
 	c.ResultTTL = r.duration("WARREN_RESULT_TTL", 24*time.Hour, time.Minute, 90*24*time.Hour)
 	c.RateLimit, c.RateWindow = r.rate("WARREN_RATE_LIMIT")
 	c.MaxQueueDepth = r.int("WARREN_MAX_QUEUE_DEPTH", 0, 0, 1_000_000_000)
+	c.MaxSubmitsInFlight = r.int("WARREN_MAX_SUBMITS_IN_FLIGHT", 1000, 1, 1_000_000)
 	c.Failpoint = r.str("WARREN_FAILPOINT", "")
 	if c.Failpoint != "" && !slices.Contains(Failpoints, c.Failpoint) {
 		r.fail("WARREN_FAILPOINT", "%q is not one of %s (a test hook; leave it unset)", c.Failpoint, strings.Join(Failpoints, ", "))

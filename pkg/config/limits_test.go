@@ -29,7 +29,7 @@ func TestAPILimits(t *testing.T) {
 		}
 	}
 	c, err := LoadAPI(env(map[string]string{"WARREN_INSECURE": "1"}))
-	if err != nil || c.RateLimit != 0 || c.MaxQueueDepth != 0 {
+	if err != nil || c.RateLimit != 0 || c.MaxQueueDepth != 0 || c.MaxSubmitsInFlight != 1000 {
 		t.Errorf("defaults: %+v, %v", c, err)
 	}
 	for _, tc := range []struct{ name, value, want string }{
@@ -40,6 +40,7 @@ func TestAPILimits(t *testing.T) {
 		{"WARREN_RATE_LIMIT", "10/100ms", "WARREN_RATE_LIMIT: window 100ms is out of range"},
 		{"WARREN_MAX_QUEUE_DEPTH", "-1", "WARREN_MAX_QUEUE_DEPTH: -1 is out of range"},
 		{"WARREN_MAX_QUEUE_DEPTH", "lots", `WARREN_MAX_QUEUE_DEPTH: "lots" is not a whole number`},
+		{"WARREN_MAX_SUBMITS_IN_FLIGHT", "0", "WARREN_MAX_SUBMITS_IN_FLIGHT: 0 is out of range"},
 	} {
 		_, err := LoadAPI(env(map[string]string{"WARREN_INSECURE": "1", tc.name: tc.value}))
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {

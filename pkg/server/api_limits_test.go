@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/warrenhq/warren/pkg/cache"
 	"github.com/warrenhq/warren/pkg/server"
 	"github.com/warrenhq/warren/pkg/stacktest"
+	"github.com/warrenhq/warren/pkg/store"
 )
 
 // batchOf returns a batch body of n echo jobs on queue.
@@ -157,4 +159,61 @@ func TestBackpressureAboveMaxQueueDepth(t *testing.T) {
 		r := call(t, "POST", s.URL+"/v1/jobs", stacktest.Token, `{"type":"echo","queue":"bp"}`)
 		return r.status == http.StatusAccepted
 	})
+}
+
+// Past WARREN_MAX_SUBMITS_IN_FLIGHT submits at once, the next submit, single
+// or batch, answers 503 with Retry-After at once and stores nothing; once
+// the ones in flight are answered, submits are taken again.
+func TestSubmitsBeyondTheInFlightLimitAreShed(t *testing.T) {
+	t.Parallel()
+	committed := make(chan struct{}, 2)
+	release := make(chan struct{})
+	s := stacktest.New(t, stacktest.Options{Shards: 1, Server: func(c *server.Config) {
+		c.MaxSubmitsInFlight = 2
+		c.Failpoint = func(name string) {
+			if name == "after-commit" {
+				committed <- struct{}{}
+				<-release // held in flight, committed, until the test lets go
+			}
+		}
+	}})
+	held := make(chan response, 2)
+	for range 2 {
+		go func() { // no t.Fatal off the test's goroutine: a failure is status 0
+			req, _ := http.NewRequest("POST", s.URL+"/v1/jobs", strings.NewReader(`{"type":"echo","queue":"shed"}`))
+			req.Header.Set("Authorization", "Bearer "+stacktest.Token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				held <- response{body: []byte(err.Error())}
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			held <- response{status: resp.StatusCode, header: resp.Header, body: b}
+		}()
+	}
+	for range 2 {
+		<-committed
+	}
+	single := call(t, "POST", s.URL+"/v1/jobs", stacktest.Token, `{"type":"echo","queue":"shed"}`)
+	batch := call(t, "POST", s.URL+"/v1/jobs/batch", stacktest.Token, `{"jobs":[{"type":"echo","queue":"shed"}]}`)
+	for what, r := range map[string]response{"single": single, "batch": batch} {
+		unavailableProblem(t, what+" submit past the limit", r, "WARREN_MAX_SUBMITS_IN_FLIGHT")
+	}
+	close(release)
+	for range 2 {
+		if r := <-held; r.status != http.StatusAccepted {
+			t.Fatalf("a submit held in flight: %d %s", r.status, r.body)
+		}
+	}
+	if r := call(t, "POST", s.URL+"/v1/jobs", stacktest.Token, `{"type":"echo","queue":"shed"}`); r.status != http.StatusAccepted {
+		t.Fatalf("a submit after the others were answered: %d %s", r.status, r.body)
+	}
+	listed, _, err := s.Store.List(context.Background(), store.ListQuery{Tenant: "default", Limit: 50})
+	if err != nil || len(listed) != 3 {
+		t.Fatalf("%d jobs stored (%v), want the 3 accepted", len(listed), err)
+	}
+	if v, _ := metric(t, s, "warren_api_submits_shed_total", nil); v != 2 {
+		t.Errorf("submits shed: %v, want 2", v)
+	}
 }

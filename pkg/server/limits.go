@@ -42,6 +42,23 @@ func (s *Server) admitRate(w http.ResponseWriter, r *http.Request, tenant string
 	return false
 }
 
+// admitSubmit runs h while fewer than Config.MaxSubmitsInFlight submit
+// requests are in this process, and answers 503 at once otherwise. Each
+// request in flight holds its body, a goroutine and a place in the group
+// INSERT and publish; past the machine's capacity they would only pile up.
+func (s *Server) admitSubmit(h func(http.ResponseWriter, *http.Request, string)) func(http.ResponseWriter, *http.Request, string) {
+	return func(w http.ResponseWriter, r *http.Request, tenant string) {
+		select {
+		case s.submits <- struct{}{}:
+			defer func() { <-s.submits }()
+			h(w, r, tenant)
+		default:
+			s.metrics.shed.Inc()
+			unavailable(w, fmt.Sprintf("this api process is working on %d submits already, its limit (WARREN_MAX_SUBMITS_IN_FLIGHT); not accepted, retry later", cap(s.submits)))
+		}
+	}
+}
+
 // queueFull reports, for backpressure (Config.MaxQueueDepth), why the
 // queue takes no more jobs now, or "". It counts the rejection.
 func (s *Server) queueFull(queue string) string {

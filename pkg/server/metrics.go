@@ -24,6 +24,7 @@ type metrics struct {
 	rateLimited  *prometheus.CounterVec
 	rateErrors   prometheus.Counter
 	backpressure *prometheus.CounterVec
+	shed         prometheus.Counter
 	// the single submit path's groups: see group.go.
 	groupJobs *prometheus.HistogramVec
 	groupTime *prometheus.HistogramVec
@@ -67,6 +68,10 @@ func newMetrics() *metrics {
 		Name: "warren_api_rate_limit_errors_total",
 		Help: "Rate limit checks that Redis did not answer; the submits were let through (fail open).",
 	})
+	m.shed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "warren_api_submits_shed_total",
+		Help: "Submit requests refused with 503 because the process had WARREN_MAX_SUBMITS_IN_FLIGHT in flight already.",
+	})
 	m.backpressure = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "warren_api_backpressure_rejections_total",
 		Help: "Jobs refused with 503 because their queue was deeper than WARREN_MAX_QUEUE_DEPTH, by queue.",
@@ -97,7 +102,7 @@ func newMetrics() *metrics {
 		m.cacheReads.WithLabelValues(r)
 	}
 	m.reg.MustRegister(m.submits, m.requests, m.durations, m.confirms, m.cacheReads, m.waiters,
-		m.rateLimited, m.rateErrors, m.backpressure, m.groupJobs, m.groupTime, m.grouped,
+		m.rateLimited, m.rateErrors, m.backpressure, m.shed, m.groupJobs, m.groupTime, m.grouped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -75,6 +75,12 @@ type Config struct {
 	// DepthEvery is how often queue depths are sampled for MaxQueueDepth;
 	// default 1s.
 	DepthEvery time.Duration
+	// MaxSubmitsInFlight bounds the submit requests (POST /v1/jobs and
+	// /v1/jobs/batch) this process works on at once; the next one answers
+	// 503 with Retry-After at once, so that an overload costs the clients a
+	// retry instead of growing the process's memory without bound. Default
+	// 1000.
+	MaxSubmitsInFlight int
 	// Failpoint is a test hook for crash tests, nil in production: it is
 	// called at named points of the request path, such as "after-commit"
 	// (a submit's INSERT committed, its publish not yet made), and may kill
@@ -104,6 +110,7 @@ type Server struct {
 	marks   *publishMarks
 	depths  *depthGuard // nil when MaxQueueDepth is 0
 	groups  *submitGroups
+	submits chan struct{} // one token per submit request in flight
 }
 
 // New returns a Server. The cache may be nil: reads then always use Postgres,
@@ -149,11 +156,18 @@ func New(cfg Config, st *store.Store, br Publisher, ca *cache.Cache, log *slog.L
 	if cfg.DepthEvery <= 0 {
 		cfg.DepthEvery = time.Second
 	}
+	if cfg.MaxSubmitsInFlight < 0 {
+		return nil, fmt.Errorf("server: MaxSubmitsInFlight %d is negative", cfg.MaxSubmitsInFlight)
+	}
+	if cfg.MaxSubmitsInFlight == 0 {
+		cfg.MaxSubmitsInFlight = 1000
+	}
 	s := &Server{
 		cfg: cfg, store: st, broker: br, cache: ca, log: log,
 		auth:    newAuth(cfg.Tenants, cfg.Insecure),
 		now:     time.Now,
 		metrics: newMetrics(),
+		submits: make(chan struct{}, cfg.MaxSubmitsInFlight),
 	}
 	s.waits = newWaitHub(ca, cfg.FallbackPoll, log)
 	s.marks = newPublishMarks(st, log)
