@@ -74,7 +74,9 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, tenant string) {
 		writeProblem(w, http.StatusUnprocessableEntity, "the query has invalid parameters", errs...)
 		return
 	}
-	jobs, more, err := s.store.List(r.Context(), lq)
+	ctx, cancel := context.WithTimeout(r.Context(), fanOutTimeout)
+	defer cancel()
+	jobs, more, err := s.store.List(ctx, lq)
 	if err != nil {
 		s.fanOutFailed(w, "list jobs", err)
 		return
@@ -101,6 +103,13 @@ func parseCursor(s string) (job.ID, bool) {
 	copy(id[:], b)
 	return id, !id.IsZero()
 }
+
+// fanOutTimeout bounds the wait for the shards of a request that reads
+// them all (the list, the queue statistics): a shard that has not answered
+// by then is unavailable to it. A healthy shard answers in milliseconds;
+// one frozen (a network stall) would otherwise hold the request until the
+// server's write timeout.
+const fanOutTimeout = 10 * time.Second
 
 // fanOutFailed answers a request that needs every shard when one failed.
 func (s *Server) fanOutFailed(w http.ResponseWriter, what string, err error) {
@@ -141,7 +150,9 @@ type QueuesAnswer struct {
 // over all shards, with RabbitMQ's consumer counts. A shard that does not
 // answer is named in unavailable_shards; when none answers, 503.
 func (s *Server) queues(w http.ResponseWriter, r *http.Request, tenant string) {
-	stats, errs := s.store.QueueStats(r.Context(), tenant)
+	sctx, scancel := context.WithTimeout(r.Context(), fanOutTimeout)
+	defer scancel()
+	stats, errs := s.store.QueueStats(sctx, tenant)
 	ans := QueuesAnswer{Queues: make([]QueueInfo, len(stats))}
 	for _, err := range errs {
 		var se *store.ShardError

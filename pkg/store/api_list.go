@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/warrenhq/warren/pkg/job"
 )
@@ -62,26 +61,13 @@ func (s *Store) List(ctx context.Context, q ListQuery) (jobs []*job.Job, more bo
 	query := `SELECT ` + columns + ` FROM jobs WHERE ` + strings.Join(where, " AND ") +
 		` ORDER BY id DESC LIMIT $` + strconv.Itoa(len(args))
 
-	pages := make([][]*job.Job, len(s.shards))
-	errs := make([]error, len(s.shards))
-	var wg sync.WaitGroup
-	for i, db := range s.shards {
-		wg.Go(func() {
-			var page []*job.Job
-			if err := db.SelectContext(ctx, &page, query, args...); err != nil {
-				errs[i] = &ShardError{Shard: i, Err: fmt.Errorf("list jobs: %w", err)}
-			}
-			pages[i] = page
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, false, err
-		}
-	}
-	for _, p := range pages {
-		jobs = append(jobs, p...)
+	jobs, errs := onShards(ctx, s.allShards(), "list jobs", func(n int) ([]*job.Job, error) {
+		var page []*job.Job
+		err := s.shards[n].SelectContext(ctx, &page, query, args...)
+		return page, err
+	})
+	if len(errs) > 0 {
+		return nil, false, errs[0]
 	}
 	slices.SortFunc(jobs, func(a, b *job.Job) int { return bytes.Compare(b.ID[:], a.ID[:]) })
 	if len(jobs) > q.Limit {

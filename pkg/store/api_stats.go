@@ -2,10 +2,8 @@ package store
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
-	"sync"
 )
 
 // QueueStats counts one queue's jobs of one tenant.
@@ -30,12 +28,9 @@ type QueueStats struct {
 // answer as *ShardError values. Ages and the last minute are measured by
 // each shard's clock, where the times were written.
 func (s *Store) QueueStats(ctx context.Context, tenant string) ([]QueueStats, []error) {
-	per := make([][]QueueStats, len(s.shards))
-	errs := make([]error, len(s.shards))
-	var wg sync.WaitGroup
-	for i, db := range s.shards {
-		wg.Go(func() {
-			err := db.SelectContext(ctx, &per[i], `SELECT queue,
+	rows, failed := onShards(ctx, s.allShards(), "queue stats", func(n int) ([]QueueStats, error) {
+		var rows []QueueStats
+		err := s.shards[n].SelectContext(ctx, &rows, `SELECT queue,
 					count(*) FILTER (WHERE state = 'queued') AS ready,
 					count(*) FILTER (WHERE state = 'running') AS running,
 					count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
@@ -48,39 +43,27 @@ func (s *Store) QueueStats(ctx context.Context, tenant string) ([]QueueStats, []
 				WHERE tenant = $1 AND (state IN ('queued', 'running', 'scheduled', 'retrying', 'dead')
 					OR finished_at >= now() - interval '60 seconds')
 				GROUP BY queue`, tenant)
-			if err != nil {
-				errs[i] = &ShardError{Shard: i, Err: fmt.Errorf("queue stats: %w", err)}
-			}
-		})
-	}
-	wg.Wait()
+		return rows, err
+	})
 	sum := map[string]*QueueStats{}
-	for _, rows := range per {
-		for _, r := range rows {
-			t := sum[r.Queue]
-			if t == nil {
-				t = &QueueStats{Queue: r.Queue}
-				sum[r.Queue] = t
-			}
-			t.Ready += r.Ready
-			t.Running += r.Running
-			t.Scheduled += r.Scheduled
-			t.Retrying += r.Retrying
-			t.Dead += r.Dead
-			t.OldestReadyAge = max(t.OldestReadyAge, max(r.OldestReadyAge, 0))
-			t.FinishedLastMinute += r.FinishedLastMinute
+	for _, r := range rows {
+		t := sum[r.Queue]
+		if t == nil {
+			t = &QueueStats{Queue: r.Queue}
+			sum[r.Queue] = t
 		}
+		t.Ready += r.Ready
+		t.Running += r.Running
+		t.Scheduled += r.Scheduled
+		t.Retrying += r.Retrying
+		t.Dead += r.Dead
+		t.OldestReadyAge = max(t.OldestReadyAge, max(r.OldestReadyAge, 0))
+		t.FinishedLastMinute += r.FinishedLastMinute
 	}
 	out := make([]QueueStats, 0, len(sum))
 	for _, t := range sum {
 		out = append(out, *t)
 	}
 	slices.SortFunc(out, func(a, b QueueStats) int { return strings.Compare(a.Queue, b.Queue) })
-	var failed []error
-	for _, err := range errs {
-		if err != nil {
-			failed = append(failed, err)
-		}
-	}
 	return out, failed
 }

@@ -2,7 +2,10 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/lib/pq"
@@ -147,10 +150,13 @@ func (s *Store) MarkPublished(ctx context.Context, ids []job.ID) error {
 	}
 	// The shards at once, and an answer by ctx's end: the marks of the other
 	// shards must not wait for a shard that is frozen.
-	_, err := onShards(ctx, byShard, "mark published", func(n int, shardIDs []string) ([]struct{}, error) {
-		return nil, s.execPrepared(ctx, n, markPublishedQuery, pq.Array(shardIDs))
+	_, errs := onShards(ctx, slices.Collect(maps.Keys(byShard)), "mark published", func(n int) ([]struct{}, error) {
+		if err := s.execPrepared(ctx, n, markPublishedQuery, pq.Array(byShard[n])); err != nil {
+			return nil, fmt.Errorf("%d jobs: %w", len(byShard[n]), err)
+		}
+		return nil, nil
 	})
-	return err
+	return errors.Join(errs...)
 }
 
 // markPublishedQuery marks jobs published. It locks them in id order, as

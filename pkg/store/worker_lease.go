@@ -2,7 +2,10 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/lib/pq"
@@ -33,13 +36,17 @@ func (s *Store) ExtendLeases(ctx context.Context, workerID string, lease time.Du
 	}
 	// The shards at once, and an answer by ctx's end: the other shards'
 	// leases must not run out waiting for a shard that is frozen.
-	return onShards(ctx, byShard, "extend the leases of", func(n int, shardIDs []string) ([]Held, error) {
+	held, errs := onShards(ctx, slices.Collect(maps.Keys(byShard)), "extend leases", func(n int) ([]Held, error) {
 		var got []Held
 		// Rows by primary key, state tested on the locked row, in id order,
 		// as the batch claims and completions do (see claimBatchQuery).
-		err := s.selectPrepared(ctx, n, &got, extendLeasesQuery, pq.Array(shardIDs), workerID, lease.Milliseconds())
-		return got, err
+		err := s.selectPrepared(ctx, n, &got, extendLeasesQuery, pq.Array(byShard[n]), workerID, lease.Milliseconds())
+		if err != nil {
+			return nil, fmt.Errorf("%d jobs: %w", len(byShard[n]), err)
+		}
+		return got, nil
 	})
+	return held, errors.Join(errs...)
 }
 
 // SetProgress stores a running attempt's progress report, any JSON value,

@@ -157,10 +157,12 @@ func TestSetProgressIsFencedByAttempt(t *testing.T) {
 }
 
 // A shard that accepts connections and never answers, as a frozen server
-// does, costs the per-shard writes of the worker and the api only that
-// shard: the other shard's leases are renewed and its publications marked,
-// and each call returns when its context ends, naming the silent shard.
-func TestPerShardWritesDoNotWaitForASilentShard(t *testing.T) {
+// does, costs the calls that ask every shard only that shard: the other
+// shard's leases are renewed, its publications marked and its queue
+// statistics counted, and each call returns when its context ends, naming
+// the silent shard (a list fails as a whole, since a page without a shard
+// would skip its jobs).
+func TestFanOutsDoNotWaitForASilentShard(t *testing.T) {
 	t.Parallel()
 	urls := storetest.URLs(t, 1)
 	s, err := store.Open(store.Config{URLs: []string{urls[0], "postgres://warren:x@" + silentServer(t) + "/warren?sslmode=disable"}, MaxConns: 8})
@@ -209,6 +211,27 @@ func TestPerShardWritesDoNotWaitForASilentShard(t *testing.T) {
 		if _, err := db.Exec(`UPDATE jobs SET published_at = NULL WHERE id = $1`, queued.ID); err != nil {
 			t.Fatal(err)
 		}
+	}
+
+	var stats []store.QueueStats
+	var statErrs []error
+	_ = returnsBy(t, func(ctx context.Context) error {
+		stats, statErrs = s.QueueStats(ctx, "acme")
+		return nil
+	})
+	var se *store.ShardError
+	if len(statErrs) != 1 || !errors.As(statErrs[0], &se) || se.Shard != 1 {
+		t.Fatalf("queue stats errors %v, want one ShardError for shard 1", statErrs)
+	}
+	if len(stats) != 1 || stats[0].Ready != 1 || stats[0].Running != 1 {
+		t.Fatalf("queue stats %+v, want shard 0's one ready and one running job", stats)
+	}
+	listErr := returnsBy(t, func(ctx context.Context) error {
+		_, _, err := s.List(ctx, store.ListQuery{Tenant: "acme", Limit: 10})
+		return err
+	})
+	if !errors.As(listErr, &se) || se.Shard != 1 {
+		t.Fatalf("list error %v, want a ShardError for shard 1", listErr)
 	}
 }
 
