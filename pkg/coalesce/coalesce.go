@@ -1,9 +1,9 @@
 // Package coalesce groups concurrent calls into batches, so that many
 // callers share one database statement or one network round trip.
 //
-// There is no batching timer and no background goroutine. A call that finds the
-// group idle runs at once, alone; calls that arrive while a batch is running
-// queue up and go together in the next one. Under light load every call is
+// There is no batching timer and no background goroutine. A call that finds
+// the group idle runs at once, alone; calls that arrive while a batch is
+// running queue up and go together in the next one. Under light load every call is
 // its own batch and waits for nothing; under heavy load batches grow by
 // themselves to match the rate, up to a bound. Each caller is answered only
 // when the batch that carried its item has run.

@@ -80,9 +80,9 @@ func (s *Store) NewCommitter(cfg CommitterConfig) *Committer {
 // than the Patience (nothing was sent, so nothing can have committed), the
 // job gets a fresh id on the next shard and joins that shard's next
 // statement, so submits route around a shard that is down or frozen. The
-// last shard tried is waited for as long as it takes. Any
-// other error is returned as is, for every job of the failed statement: a
-// statement that may have committed is never repeated elsewhere.
+// last shard tried is waited for as long as it takes. Any other error is
+// returned as is, for every job of the failed statement: a statement that
+// may have committed is never repeated elsewhere.
 //
 // The statement runs detached from ctx's cancellation, since it carries
 // other callers' jobs too; ctx ending stops only the re-routing.
