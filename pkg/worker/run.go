@@ -45,8 +45,21 @@ type runner struct {
 	cancels *cache.Listener
 	started time.Time
 
-	mu     sync.Mutex
-	active map[*active]struct{}
+	mu       sync.Mutex
+	active   map[*active]struct{}
+	busyWarn map[int]time.Time // by shard: when a shard not answering was last logged
+}
+
+// warnBusy reports whether a shard not answering is to be logged as a
+// warning now: once a minute per shard, not once per message.
+func (r *runner) warnBusy(shard int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.busyWarn[shard]) < time.Minute {
+		return false
+	}
+	r.busyWarn[shard] = time.Now()
+	return true
 }
 
 // active is one running attempt.
@@ -67,7 +80,7 @@ func newRunner(w *Worker, regs map[string]*registration, queues []string, st *st
 		Worker: w, regs: regs, queues: queues, types: types,
 		store: st, cache: ca, broker: br, room: newRoom(),
 		batches: newBatches(st, ca, w.cfg.ID, w.cfg.Lease, w.cfg.Tenants),
-		started: time.Now(), active: map[*active]struct{}{},
+		started: time.Now(), active: map[*active]struct{}{}, busyWarn: map[int]time.Time{},
 	}
 }
 
@@ -235,7 +248,12 @@ func (r *runner) process(workCtx context.Context, p *pending) {
 		// Its shard has not answered for a while. Holding the slot would
 		// starve the other shards' jobs; the message waits aside and comes
 		// back after the broker's park delay.
-		log.Debug("the job's shard is not answering: parking the message", "shard", p.msg.ID.Shard())
+		shard := p.msg.ID.Shard()
+		if r.warnBusy(shard) {
+			log.Warn("a shard is not answering: its jobs' messages are parked until it does (said once a minute)", "shard", shard, "patience", claimPatience)
+		} else {
+			log.Debug("the job's shard is not answering: parking the message", "shard", shard)
+		}
 		r.park(workCtx, p.d)
 		return
 	case errors.Is(err, store.ErrBadShard):
