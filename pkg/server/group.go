@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"errors"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,12 +40,37 @@ type submitGroups struct {
 	publishes []*coalesce.Group[*job.Job, struct{}] // one per shard, by the job's shard
 
 	inCommit, inPublish prometheus.Gauge
+
+	mu     sync.Mutex
+	warned map[int]time.Time // by shard: when a reroute from it was last logged
+}
+
+// rerouted counts the submits sent on from a shard to the next, and logs
+// it as a warning once a minute per shard, not once per submit.
+func (g *submitGroups) rerouted(s *Server) func(shard int, err error) {
+	return func(shard int, err error) {
+		reason := "unreachable"
+		if errors.Is(err, coalesce.ErrBusy) {
+			reason = "not_answering"
+		}
+		s.metrics.rerouted.WithLabelValues(strconv.Itoa(shard), reason).Inc()
+		g.mu.Lock()
+		warn := time.Since(g.warned[shard]) >= time.Minute
+		if warn {
+			g.warned[shard] = time.Now()
+		}
+		g.mu.Unlock()
+		if warn {
+			s.log.Warn("submits go to the next shard: this one is down or not answering (said once a minute)", "shard", shard, "reason", reason, "error", err)
+		}
+	}
 }
 
 func (s *Server) newSubmitGroups() *submitGroups {
 	g := &submitGroups{
 		inCommit:  s.metrics.grouped.WithLabelValues("insert"),
 		inPublish: s.metrics.grouped.WithLabelValues("publish"),
+		warned:    map[int]time.Time{},
 	}
 	insertJobs, insertTime := s.metrics.groupJobs.WithLabelValues("insert"), s.metrics.groupTime.WithLabelValues("insert")
 	pubJobs, pubTime := s.metrics.groupJobs.WithLabelValues("publish"), s.metrics.groupTime.WithLabelValues("publish")
@@ -55,6 +82,7 @@ func (s *Server) newSubmitGroups() *submitGroups {
 			insertJobs.Observe(float64(jobs))
 			insertTime.Observe(took.Seconds())
 		},
+		Rerouted: g.rerouted(s),
 	})
 	// Publishes are grouped by shard: the requests of one INSERT reach
 	// RabbitMQ together, and the shards' publishes use separate confirm

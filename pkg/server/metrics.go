@@ -25,6 +25,7 @@ type metrics struct {
 	rateErrors   prometheus.Counter
 	backpressure *prometheus.CounterVec
 	shed         prometheus.Counter
+	rerouted     *prometheus.CounterVec
 	// the single submit path's groups: see group.go.
 	groupJobs *prometheus.HistogramVec
 	groupTime *prometheus.HistogramVec
@@ -72,6 +73,10 @@ func newMetrics() *metrics {
 		Name: "warren_api_submits_shed_total",
 		Help: "Submit requests refused with 503 because the process had WARREN_MAX_SUBMITS_IN_FLIGHT in flight already.",
 	})
+	m.rerouted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "warren_api_submits_rerouted_total",
+		Help: "Submits sent on to the next shard, by the shard they left and why: unreachable (the dial failed) or not_answering (its statement ran longer than the patience).",
+	}, []string{"shard", "reason"})
 	m.backpressure = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "warren_api_backpressure_rejections_total",
 		Help: "Jobs refused with 503 because their queue was deeper than WARREN_MAX_QUEUE_DEPTH, by queue.",
@@ -102,7 +107,7 @@ func newMetrics() *metrics {
 		m.cacheReads.WithLabelValues(r)
 	}
 	m.reg.MustRegister(m.submits, m.requests, m.durations, m.confirms, m.cacheReads, m.waiters,
-		m.rateLimited, m.rateErrors, m.backpressure, m.shed, m.groupJobs, m.groupTime, m.grouped,
+		m.rateLimited, m.rateErrors, m.backpressure, m.shed, m.rerouted, m.groupJobs, m.groupTime, m.grouped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

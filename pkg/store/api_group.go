@@ -26,6 +26,9 @@ type CommitterConfig struct {
 	// jobs it carried, how long it took and its error (nil when they
 	// committed).
 	Observe func(shard, jobs int, took time.Duration, err error)
+	// Rerouted, if set, is told of every job sent on from a shard to the
+	// next: the shard it left and why (the dial failed, or ErrBusy).
+	Rerouted func(shard int, err error)
 }
 
 // Committer group-commits new jobs: concurrent Insert calls for one shard
@@ -37,6 +40,7 @@ type CommitterConfig struct {
 type Committer struct {
 	st       *Store
 	patience time.Duration
+	rerouted func(shard int, err error)
 	groups   []*coalesce.Group[*job.Job, struct{}]
 }
 
@@ -55,7 +59,7 @@ func (s *Store) NewCommitter(cfg CommitterConfig) *Committer {
 	if cfg.Patience <= 0 {
 		cfg.Patience = 2 * time.Second
 	}
-	c := &Committer{st: s, patience: cfg.Patience}
+	c := &Committer{st: s, patience: cfg.Patience, rerouted: cfg.Rerouted}
 	for shard := range s.shards {
 		c.groups = append(c.groups, coalesce.New(cfg.MaxBatch, cfg.Timeout,
 			func(ctx context.Context, jobs []*job.Job) ([]struct{}, error) {
@@ -113,6 +117,9 @@ func (c *Committer) Insert(ctx context.Context, j *job.Job) error {
 		errs = append(errs, err)
 		if !(unreachable(err) || errors.Is(err, coalesce.ErrBusy)) || ctx.Err() != nil {
 			break
+		}
+		if c.rerouted != nil && i < n-1 {
+			c.rerouted(shard, err)
 		}
 	}
 	return fmt.Errorf("no shard took the job: %w", errors.Join(errs...))

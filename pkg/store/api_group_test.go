@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/warrenhq/warren/pkg/coalesce"
 	"github.com/warrenhq/warren/pkg/job"
 	"github.com/warrenhq/warren/pkg/store"
 	"github.com/warrenhq/warren/pkg/store/storetest"
@@ -180,7 +182,13 @@ func TestCommitterRoutesAroundAFrozenShard(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := s.NewCommitter(store.CommitterConfig{Patience: time.Second})
+	var rerouted sync.Map // job count by shard left, for ErrBusy only
+	c := s.NewCommitter(store.CommitterConfig{Patience: time.Second, Rerouted: func(shard int, err error) {
+		if errors.Is(err, coalesce.ErrBusy) {
+			n, _ := rerouted.LoadOrStore(shard, new(atomic.Int32))
+			n.(*atomic.Int32).Add(1)
+		}
+	}})
 	stuck := newJob(0, "acme")
 	stuckDone := make(chan error, 1)
 	go func() { stuckDone <- c.Insert(ctx, stuck) }()
@@ -209,6 +217,9 @@ func TestCommitterRoutesAroundAFrozenShard(t *testing.T) {
 	case err := <-stuckDone:
 		t.Fatalf("the insert on the locked shard returned (%v) before the lock was released", err)
 	default:
+	}
+	if n, ok := rerouted.Load(0); !ok || int(n.(*atomic.Int32).Load()) != len(routed) {
+		t.Errorf("reroutes from shard 0 reported: %v, want %d, each with ErrBusy", n, len(routed))
 	}
 
 	if err := lock.Rollback(); err != nil {
