@@ -152,22 +152,17 @@ func (s *Store) keyShards(tenant, key string, home int) []int {
 // or nil when none has it. A shard that fails to answer fails the call
 // unless another shard has the job.
 func (s *Store) findByKey(ctx context.Context, tenant, key string, shards []int) (*job.Job, error) {
-	found := make([]*job.Job, len(shards))
-	errs := make([]error, len(shards))
-	var wg sync.WaitGroup
-	for i, n := range shards {
-		wg.Go(func() {
-			var j job.Job
-			err := s.shards[n].GetContext(ctx, &j, byKeyQuery, tenant, key)
-			switch {
-			case err == nil:
-				found[i] = &j
-			case !errors.Is(err, sql.ErrNoRows):
-				errs[i] = &ShardError{Shard: n, Err: fmt.Errorf("read job by idempotency key: %w", err)}
-			}
-		})
-	}
-	wg.Wait()
+	found, errs := onShards(ctx, shards, "read job by idempotency key", func(n int) ([]*job.Job, error) {
+		var j job.Job
+		err := s.shards[n].GetContext(ctx, &j, byKeyQuery, tenant, key)
+		switch {
+		case err == nil:
+			return []*job.Job{&j}, nil
+		case errors.Is(err, sql.ErrNoRows):
+			return nil, nil
+		}
+		return nil, err
+	})
 	var first *job.Job
 	for _, j := range found {
 		if j != nil && (first == nil || bytes.Compare(j.ID[:], first.ID[:]) < 0) {

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -143,31 +142,17 @@ func (s *Store) NextShard() int {
 // when it answers) by the time ctx ends: a stalled shard is reported down
 // and cannot make the others look down too.
 func (s *Store) Ping(ctx context.Context) []error {
+	_, failed := onShards(ctx, s.allShards(), "ping", func(n int) ([]struct{}, error) {
+		return nil, s.shards[n].PingContext(ctx)
+	})
 	errs := make([]error, len(s.shards))
-	var wg sync.WaitGroup
-	for i, db := range s.shards {
-		wg.Go(func() {
-			if err := ping(ctx, db); err != nil {
-				errs[i] = fmt.Errorf("shard %d: %w", i, err)
-			}
-		})
+	for _, err := range failed {
+		var se *ShardError
+		if errors.As(err, &se) {
+			errs[se.Shard] = err
+		}
 	}
-	wg.Wait()
 	return errs
-}
-
-// ping waits for a shard's answer no longer than ctx lasts. The driver's
-// call itself may outlive ctx (a frozen server answers neither the query
-// nor its cancel request); it finishes in the background.
-func ping(ctx context.Context, db *sqlx.DB) error {
-	done := make(chan error, 1)
-	go func() { done <- db.PingContext(ctx) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func (s *Store) shard(id job.ID) (*sqlx.DB, error) {
