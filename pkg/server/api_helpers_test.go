@@ -19,9 +19,19 @@ import (
 // callWith is call with extra request headers.
 func callWith(t *testing.T, method, url, token, body string, hdr map[string]string) response {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	r, err := send(method, url, token, body, hdr)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// send is callWith returning its error, for goroutines other than the
+// test's, which must not call t.Fatal.
+func send(method, url, token, body string, hdr map[string]string) (response, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return response{}, err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -31,14 +41,14 @@ func callWith(t *testing.T, method, url, token, body string, hdr map[string]stri
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
-	return response{resp.StatusCode, resp.Header, b}
+	return response{resp.StatusCode, resp.Header, b}, nil
 }
 
 // decodeJob reads a job answer, failing unless the status is want.

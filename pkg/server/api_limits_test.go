@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -179,17 +178,12 @@ func TestSubmitsBeyondTheInFlightLimitAreShed(t *testing.T) {
 	}})
 	held := make(chan response, 2)
 	for range 2 {
-		go func() { // no t.Fatal off the test's goroutine: a failure is status 0
-			req, _ := http.NewRequest("POST", s.URL+"/v1/jobs", strings.NewReader(`{"type":"echo","queue":"shed"}`))
-			req.Header.Set("Authorization", "Bearer "+stacktest.Token)
-			resp, err := http.DefaultClient.Do(req)
+		go func() {
+			r, err := send("POST", s.URL+"/v1/jobs", stacktest.Token, `{"type":"echo","queue":"shed"}`, nil)
 			if err != nil {
-				held <- response{body: []byte(err.Error())}
-				return
+				r.body = []byte(err.Error()) // status 0: a failure
 			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			held <- response{status: resp.StatusCode, header: resp.Header, body: b}
+			held <- r
 		}()
 	}
 	for range 2 {

@@ -161,18 +161,9 @@ func TestInsertBatchRoutedAroundADownShard(t *testing.T) {
 func TestCommitterRoutesAroundAFrozenShard(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	urls := storetest.URLs(t, 2)
-	s, err := store.Open(store.Config{URLs: urls})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, dbs := twoShardStore(t)
+	db := dbs[0].DB
 	// Shard 0's jobs table is locked: its INSERTs wait as on a frozen server.
-	db, err := sql.Open("postgres", urls[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	lock, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -16,11 +16,18 @@ import (
 	"github.com/warrenhq/warren/pkg/store/storetest"
 )
 
-// leaseStore is a store over two shards and a raw connection to each, to
-// read the lease columns the store does not return.
-func leaseStore(t *testing.T) (*store.Store, []*sqlx.DB) {
+// twoShardStore is a store over two new shards and a raw connection to
+// each, to read and write what the store does not (lease columns, locks).
+func twoShardStore(t *testing.T) (*store.Store, []*sqlx.DB) {
 	t.Helper()
-	urls := storetest.URLs(t, 2)
+	return storeWithConns(t, storetest.URLs(t, 2))
+}
+
+// storeWithConns is a store over the shards at urls and a raw connection
+// to each (opened lazily: a shard that cannot be reached is fine until
+// used), both closed when the test ends.
+func storeWithConns(t *testing.T, urls []string) (*store.Store, []*sqlx.DB) {
+	t.Helper()
 	s, err := store.Open(store.Config{URLs: urls, MaxConns: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +63,7 @@ func readLease(t *testing.T, dbs []*sqlx.DB, id job.ID) leaseRow {
 func TestExtendLeasesRenewsOnlyTheWorkersRunningJobs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, dbs := leaseStore(t)
+	s, dbs := twoShardStore(t)
 	mine0, mine1, theirs, done, queued := newJob(0, "acme"), newJob(1, "acme"), newJob(0, "acme"), newJob(1, "acme"), newJob(0, "acme")
 	if err := s.Insert(ctx, mine0, mine1, theirs, done, queued); err != nil {
 		t.Fatal(err)
@@ -164,17 +171,8 @@ func TestSetProgressIsFencedByAttempt(t *testing.T) {
 // would skip its jobs).
 func TestFanOutsDoNotWaitForASilentShard(t *testing.T) {
 	t.Parallel()
-	urls := storetest.URLs(t, 1)
-	s, err := store.Open(store.Config{URLs: []string{urls[0], "postgres://warren:x@" + silentServer(t) + "/warren?sslmode=disable"}, MaxConns: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	db, err := sqlx.Open("postgres", urls[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	s, dbs := storeWithConns(t, []string{storetest.URLs(t, 1)[0], "postgres://warren:x@" + silentServer(t) + "/warren?sslmode=disable"})
+	db := dbs[0]
 	running := inserted(t, s, 0, "acme")
 	if _, err := s.Claim(context.Background(), running.ID, "w1", time.Second); err != nil {
 		t.Fatal(err)

@@ -35,14 +35,8 @@ func TestConcurrentJobsShareBatchesAndRunOnce(t *testing.T) {
 	jobs := make([]*job.Job, n)
 	var msgs []broker.Message
 	for i := range jobs {
-		now := time.Now().UTC()
-		jobs[i] = &job.Job{
-			ID: job.NewID(now, i%2), Tenant: "default", Type: "tally", Queue: "default",
-			State: job.Queued, MaxAttempts: 3, TimeoutMS: 30_000,
-			Payload: job.JSON(`{"n":` + strconv.Itoa(i) + `}`), CreatedAt: now,
-		}
-		body, _ := json.Marshal(job.Message{ID: jobs[i].ID, Type: "tally"})
-		m := broker.Message{Queue: "default", MessageID: jobs[i].ID.String(), Body: body}
+		var m broker.Message
+		jobs[i], m = tallyJob(t, i%2, i)
 		msgs = append(msgs, m, m) // the second copy, as a redelivery or the relay would send
 	}
 	must(t, s.Store.Insert(ctx, jobs...))
@@ -72,4 +66,19 @@ func TestConcurrentJobsShareBatchesAndRunOnce(t *testing.T) {
 			t.Errorf("job %s ran %d times, want once", j.ID, r)
 		}
 	}
+}
+
+// tallyJob returns a queued "tally" job with {"n": n} on shard, to be
+// stored by the test, and its message, to be published by the test.
+func tallyJob(t *testing.T, shard, n int) (*job.Job, broker.Message) {
+	t.Helper()
+	now := time.Now().UTC()
+	j := &job.Job{
+		ID: job.NewID(now, shard), Tenant: "default", Type: "tally", Queue: "default",
+		State: job.Queued, MaxAttempts: 3, TimeoutMS: 30_000,
+		Payload: job.JSON(`{"n":` + strconv.Itoa(n) + `}`), CreatedAt: now,
+	}
+	body, err := json.Marshal(job.Message{ID: j.ID, Type: "tally"})
+	must(t, err)
+	return j, broker.Message{Queue: "default", MessageID: j.ID.String(), Body: body}
 }

@@ -3,10 +3,8 @@ package worker_test
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/warrenhq/warren/pkg/broker"
 	"github.com/warrenhq/warren/pkg/job"
@@ -38,17 +36,10 @@ func TestAShardNotAnsweringDoesNotStallTheOthers(t *testing.T) {
 	var jobs []*job.Job
 	var msgs []broker.Message
 	for shard := range 2 {
-		for range perShard {
-			now := time.Now().UTC()
-			j := &job.Job{
-				ID: job.NewID(now, shard), Tenant: "default", Type: "tally", Queue: "default",
-				State: job.Queued, MaxAttempts: 3, TimeoutMS: 30_000,
-				Payload: job.JSON(`{"n":1}`), CreatedAt: now,
-			}
+		for i := range perShard {
+			j, m := tallyJob(t, shard, i)
 			jobs = append(jobs, j)
-			body, err := json.Marshal(job.Message{ID: j.ID, Type: "tally"})
-			must(t, err)
-			msgs = append(msgs, broker.Message{Queue: "default", MessageID: j.ID.String(), Body: body})
+			msgs = append(msgs, m)
 		}
 	}
 	must(t, s.Store.Insert(ctx, jobs...))
