@@ -161,8 +161,10 @@ func (s *Store) MarkPublished(ctx context.Context, ids []job.ID) error {
 
 // markPublishedQuery marks jobs published. It locks them in id order, as
 // the worker's batched claims do, and skips rows someone holds: such a row is
-// being claimed (and then needs no mark) or relayed (which marks it itself);
-// at worst a mark is missed and the relay sends one harmless duplicate.
+// being claimed (and then needs no mark) or relayed (which marks it itself),
+// or, for a moment, held by another scheduler's due query, which locks the
+// row it rechecks and finds queued already; at worst a mark is missed and
+// the relay sends one harmless duplicate.
 // Waiting instead could deadlock with a batch claim locking the same rows.
 //
 // Unlike the worker's batch statements (see claimBatchQuery), most of its
