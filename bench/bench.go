@@ -46,13 +46,13 @@ type Config struct {
 	Concurrency int
 	// Queue is the Warren queue the echo jobs go to.
 	Queue string
-	// Phases names the phases to run (ceiling, batch, single, latency);
-	// empty runs them all.
+	// Phases names the phases to run (ceiling, postgres, batch, single,
+	// latency, floor); empty runs them all.
 	Phases []string
 }
 
 // phaseNames are the phases of Config.Phases, in the order they run.
-var phaseNames = []string{"ceiling", "batch", "single", "latency"}
+var phaseNames = []string{"ceiling", "postgres", "batch", "single", "latency", "floor"}
 
 // ParsePhases checks a comma-separated list of phase names.
 func ParsePhases(list string) ([]string, error) {
@@ -107,9 +107,11 @@ type Result struct {
 	StartedAt time.Time    `json:"started_at"`
 	Settings  Settings     `json:"settings"`
 	Ceiling   *Throughput  `json:"ceiling,omitempty"`
+	Postgres  *Throughput  `json:"postgres_ceiling,omitempty"`
 	Batch     *Throughput  `json:"batch,omitempty"`
 	Single    *Throughput  `json:"single,omitempty"`
 	Latency   *Latency     `json:"latency,omitempty"`
+	Floor     *Floor       `json:"floor,omitempty"`
 	Memory    []ProcMemory `json:"memory"`
 }
 
@@ -120,7 +122,7 @@ type Throughput struct {
 	PerSec  float64 `json:"per_sec"`
 	// OfCeiling is PerSec as a fraction of the ceiling's, when measured.
 	OfCeiling float64 `json:"of_ceiling,omitempty"`
-	// Usage is where the time went (not measured for the ceiling).
+	// Usage is where the time went.
 	Usage *Usage `json:"usage,omitempty"`
 }
 
@@ -166,13 +168,31 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	mem := newMemWatch(cpu)
 	mem.start(ctx, 250*time.Millisecond)
 	defer func() { res.Memory = mem.stop() }()
+
 	m := newMeter(cpu, cfg.DatabaseURLs)
 	defer m.close()
-
 	res.Settings = settings(ctx, cfg)
 	if cfg.RabbitMQURL != "" && cfg.runs("ceiling") {
 		res.Ceiling, err = phase(ctx, cfg, "ceiling", func(ctx context.Context) (*Throughput, error) {
-			return ceiling(ctx, cfg.RabbitMQURL, cfg.N)
+			w := m.begin(ctx)
+			t, err := ceiling(ctx, cfg.RabbitMQURL, cfg.N)
+			if err == nil {
+				t.Usage = w.end(ctx, cfg.N)
+			}
+			return t, err
+		})
+		if err != nil {
+			return res, err
+		}
+	}
+	if len(cfg.DatabaseURLs) > 0 && cfg.runs("postgres") {
+		res.Postgres, err = phase(ctx, cfg, "postgres", func(ctx context.Context) (*Throughput, error) {
+			w := m.begin(ctx)
+			t, err := pgCeiling(ctx, cfg.DatabaseURLs[0], cfg.N, cfg.Clients, cfg.BatchSize)
+			if err == nil {
+				t.Usage = w.end(ctx, cfg.N)
+			}
+			return t, err
 		})
 		if err != nil {
 			return res, err
@@ -201,14 +221,21 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			}
 		}
 	}
-	if !cfg.runs("latency") {
-		return res, nil
+	if cfg.runs("latency") {
+		lctx, cancel := context.WithTimeout(ctx, cfg.Timeout+cfg.Duration)
+		defer cancel()
+		res.Latency, err = latency(lctx, c, cfg, m)
+		if err != nil {
+			return res, fmt.Errorf("bench: latency: %w", err)
+		}
 	}
-	lctx, cancel := context.WithTimeout(ctx, cfg.Timeout+cfg.Duration)
-	defer cancel()
-	res.Latency, err = latency(lctx, c, cfg, m)
-	if err != nil {
-		return res, fmt.Errorf("bench: latency: %w", err)
+	if cfg.runs("floor") && cfg.RabbitMQURL != "" && len(cfg.DatabaseURLs) > 0 {
+		fctx, cancel := context.WithTimeout(ctx, cfg.Timeout+cfg.Duration)
+		defer cancel()
+		res.Floor, err = floor(fctx, cfg, m)
+		if err != nil {
+			return res, fmt.Errorf("bench: floor: %w", err)
+		}
 	}
 	return res, nil
 }

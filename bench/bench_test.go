@@ -72,7 +72,8 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("\n%s", table.String())
-	for _, want := range []string{"ceiling", "batch path", "single path", "submit→succeeded", "peak RSS api", "peak RSS workers", "fsync="} {
+	for _, want := range []string{"ceiling: RabbitMQ alone", "ceiling: Postgres alone", "batch path", "single path", "submit→succeeded",
+		"floor at 20 jobs/s", "each step, p50", "peak RSS api", "peak RSS workers", "fsync="} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q", want)
 		}
@@ -89,8 +90,16 @@ func TestSmoke(t *testing.T) {
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.Ceiling == nil || back.Batch == nil || back.Single == nil || back.Latency == nil || back.Latency.Jobs != 40 {
+	if back.Ceiling == nil || back.Postgres == nil || back.Batch == nil || back.Single == nil ||
+		back.Latency == nil || back.Latency.Jobs != 40 || back.Floor == nil || back.Floor.Jobs != 40 {
 		t.Fatalf("JSON lacks phases: %s", b)
+	}
+	if f := back.Floor; f.Failures != 0 || f.SucceededP50 <= 0 || f.SubmitP50 <= 0 ||
+		f.InsertP50 <= 0 || f.PublishP50 <= 0 || f.ClaimP50 <= 0 || f.CompleteP50 <= 0 {
+		t.Errorf("floor figures: %+v", f)
+	}
+	if back.Postgres.Count != 50 || back.Postgres.PerSec <= 0 {
+		t.Errorf("Postgres ceiling: %+v", back.Postgres)
 	}
 	// The processes this test started ran through the whole watch: each
 	// has resident set figures for both halves of it.
@@ -103,7 +112,8 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 	checkUsage(t, table.String(), b, map[string]*bench.Usage{
-		"batch": back.Batch.Usage, "single": back.Single.Usage, "latency": back.Latency.Usage,
+		"ceiling": back.Ceiling.Usage, "postgres": back.Postgres.Usage, "batch": back.Batch.Usage,
+		"single": back.Single.Usage, "latency": back.Latency.Usage, "floor": back.Floor.Usage,
 	})
 }
 

@@ -35,6 +35,7 @@ func WriteTable(w io.Writer, r *Result) error {
 		fmt.Fprintf(tw, "%s\t%.0f %s (%d in %.2f s)%s\n", name, t.PerSec, unit, t.Count, t.Seconds, extra)
 	}
 	row("ceiling: RabbitMQ alone", r.Ceiling, "msg/s")
+	row("ceiling: Postgres alone", r.Postgres, "jobs/s")
 	row("batch path", r.Batch, "jobs/s")
 	row("single path", r.Single, "jobs/s")
 	if l := r.Latency; l != nil {
@@ -46,6 +47,22 @@ func WriteTable(w io.Writer, r *Result) error {
 	} else {
 		fmt.Fprintln(tw, "latency\tnot measured")
 	}
+	if f := r.Floor; f != nil {
+		fmt.Fprintf(tw, "floor at %d jobs/s\t%d jobs in %.1f s (achieved %.0f/s), %d failures: the durable steps alone, one job at a time, no Warren process\n",
+			f.Rate, f.Jobs, f.Seconds, f.AchievedPerSec, f.Failures)
+		fmt.Fprintf(tw, "  submit\tp50 %.2f ms  p99 %.2f ms\n", f.SubmitP50, f.SubmitP99)
+		fmt.Fprintf(tw, "  submit→succeeded\tp50 %.2f ms  p99 %.2f ms\n", f.SucceededP50, f.SucceededP99)
+		fmt.Fprintf(tw, "  each step, p50\tINSERT+commit %.2f ms, publish+confirm %.2f ms, claim UPDATE+commit %.2f ms, completion UPDATE+commit %.2f ms\n",
+			f.InsertP50, f.PublishP50, f.ClaimP50, f.CompleteP50)
+	} else {
+		fmt.Fprintln(tw, "floor\tnot measured")
+	}
+	if r.Ceiling != nil {
+		usageRows(tw, "ceiling", r.Ceiling.Usage)
+	}
+	if r.Postgres != nil {
+		usageRows(tw, "postgres", r.Postgres.Usage)
+	}
 	if r.Batch != nil {
 		usageRows(tw, "batch", r.Batch.Usage)
 	}
@@ -54,6 +71,9 @@ func WriteTable(w io.Writer, r *Result) error {
 	}
 	if r.Latency != nil {
 		usageRows(tw, "latency", r.Latency.Usage)
+	}
+	if r.Floor != nil {
+		usageRows(tw, "floor", r.Floor.Usage)
 	}
 	for _, p := range r.Memory {
 		fmt.Fprintf(tw, "peak RSS %s pid %d\t%.1f MiB (RSS max %.1f MiB in the first half of the run, %.1f MiB in the second, %.1f MiB last)\n",

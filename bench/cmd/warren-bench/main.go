@@ -35,7 +35,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.BatchSize, "batch", 500, "jobs per batch request")
 	fs.IntVar(&cfg.Rate, "rate", 200, "offered jobs/s in the latency phase")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "length of the latency phase (default 10s)")
-	phases := fs.String("phases", "", "comma-separated phases to run: ceiling, batch, single, latency (default all)")
+	phases := fs.String("phases", "", "comma-separated phases to run: ceiling, postgres, batch, single, latency, floor (default all)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
