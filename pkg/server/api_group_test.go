@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,4 +194,56 @@ func payloadN(t *testing.T, p job.JSON) int {
 		t.Fatalf("payload %s: %v", p, err)
 	}
 	return v.N
+}
+
+// A shard whose statement does not come back (its table locked here) holds
+// only the submits in that statement: those queued behind it go on to the
+// next shard once they have waited the Committer's patience (2 s), are
+// answered while the shard is still stuck, and are counted by shard and
+// reason.
+func TestSubmitsLeaveAShardThatDoesNotAnswer(t *testing.T) {
+	t.Parallel()
+	s := stacktest.New(t, stacktest.Options{Shards: 2})
+	tx := lockJobs(t, s, `LOCK TABLE jobs IN EXCLUSIVE MODE`) // shard 0
+	const n = 40
+	answers := make([]response, n)
+	var answered atomic.Int64
+	for i := range n {
+		ch := async(t, "POST", s.URL+"/v1/jobs", stacktest.Token, fmt.Sprintf(`{"type":"echo","payload":{"n":%d}}`, i))
+		go func() {
+			answers[i] = <-ch
+			answered.Add(1)
+		}()
+	}
+	rerouted := func() float64 {
+		v, _ := metric(t, s, "warren_api_submits_rerouted_total", map[string]string{"shard": "0", "reason": "not_answering"})
+		return v
+	}
+	// While shard 0 is stuck: every submit is answered but those in its
+	// statement, and some were sent on.
+	stacktest.Eventually(t, 30*time.Second, "every submit answered but those in shard 0's statement", func() bool {
+		stuck := inGroup(t, s, "insert")
+		return stuck >= 1 && int(answered.Load())+int(stuck) == n && rerouted() >= 1
+	})
+	moved := rerouted()
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	stacktest.Eventually(t, time.Minute, "every submit answered", func() bool { return answered.Load() == n })
+	onShard := map[int]int{}
+	for i, r := range answers {
+		j := decodeJob(t, r, http.StatusAccepted)
+		if payloadN(t, j.Payload) != i {
+			t.Fatalf("submit %d was answered with another submit's job", i)
+		}
+		onShard[j.ID.Shard()]++
+	}
+	jobs, _, err := s.Store.List(context.Background(), store.ListQuery{Tenant: "default", Limit: 500})
+	if err != nil || len(jobs) != n {
+		t.Fatalf("%d jobs stored (%v), want exactly %d", len(jobs), err, n)
+	}
+	if float64(onShard[1]) < moved {
+		t.Fatalf("%v submits counted as sent on from shard 0, but only %d jobs are on shard 1", moved, onShard[1])
+	}
+	t.Logf("%v submits sent on from shard 0; jobs by shard: %v", moved, onShard)
 }
