@@ -25,7 +25,7 @@ lint: ## gofmt, go vet and staticcheck
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
-bench: ## load-test the running stack (make run): ceiling, batch, single, latency, memory; ARGS="-rate 500 -duration 30s" (docs/BENCHMARKS.md)
+bench: ## load-test the running stack (make run): RabbitMQ and Postgres ceilings, batch, single, latency, the floor (the services alone), memory; ARGS="-rate 500 -duration 30s" (docs/BENCHMARKS.md)
 	$(GO) run ./bench/cmd/warren-bench $(ARGS)
 
 bench-scale: ## throughput (and latency at RATES="50 500") against worker processes: a stack per count, WORKERS="1 2 4" N=20000 (docs/BENCHMARKS.md)
