@@ -131,5 +131,5 @@ func (c *Committer) insert(ctx context.Context, shard int, jobs []*job.Job) erro
 	if err != nil {
 		return err
 	}
-	return c.st.execPrepared(ctx, shard, insertNewJobsSQL, rows)
+	return c.st.execPrepared(awaitAnswer(ctx), shard, insertNewJobsSQL, rows)
 }

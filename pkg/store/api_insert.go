@@ -44,7 +44,7 @@ func (s *Store) InsertBatch(ctx context.Context, jobs []*job.Job) []error {
 			continue
 		}
 		wg.Go(func() {
-			if err := s.insertNewJobs(ctx, shard, js); err != nil {
+			if err := s.insertNewJobs(awaitAnswer(ctx), shard, js); err != nil {
 				errs[shard] = &ShardError{Shard: shard, Err: fmt.Errorf("insert %d jobs: %w", len(js), err)}
 			}
 		})
@@ -108,7 +108,7 @@ func (s *Store) InsertIdempotent(ctx context.Context, j *job.Job) (stored *job.J
 			return nil, false, err
 		}
 		var id job.ID
-		err = db.GetContext(ctx, &id, `INSERT INTO jobs (`+newJobColumns+`)
+		err = db.GetContext(awaitAnswer(ctx), &id, `INSERT INTO jobs (`+newJobColumns+`)
 			SELECT `+newJobColumns+` FROM jsonb_to_recordset($1::jsonb) AS r(`+newJobRecord+`)
 			ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 			RETURNING id`, rows)

@@ -80,11 +80,12 @@ func Open(cfg Config) (*Store, error) {
 			s.Close()
 			return nil, fmt.Errorf("store: shard %d: %w", i, err)
 		}
-		db, err := sqlx.Open("postgres", u)
+		connector, err := newConnector(u)
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("store: shard %d: %w", i, err)
 		}
+		db := sqlx.NewDb(sql.OpenDB(connector), "postgres")
 		db.SetMaxOpenConns(cfg.MaxConns)
 		db.SetMaxIdleConns(cfg.MaxConns)
 		db.SetConnMaxIdleTime(5 * time.Minute)
@@ -178,7 +179,7 @@ func (s *Store) Insert(ctx context.Context, jobs ...*job.Job) error {
 		byShard[j.ID.Shard()] = append(byShard[j.ID.Shard()], j)
 	}
 	for n, js := range byShard {
-		_, err := s.shards[n].NamedExecContext(ctx, `INSERT INTO jobs (`+columns+`) VALUES (
+		_, err := s.shards[n].NamedExecContext(awaitAnswer(ctx), `INSERT INTO jobs (`+columns+`) VALUES (
 			:id, :tenant, :type, :queue, :priority, :state, :attempt, :max_attempts, :timeout_ms,
 			:payload, :result, :error, :progress, :created_at, :scheduled_at, :started_at, :finished_at,
 			:callback_url, :callback_state, :callback_attempts, :idempotency_key, :request_hash)`, js)
