@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -142,23 +143,25 @@ func (slotDialer) DialContext(ctx context.Context, network, address string) (net
 type deadlineConn struct {
 	pq  driver.Conn
 	raw net.Conn
+	bad atomic.Bool // a deadline fired: never to be used again
 }
 
-// watch gives raw the deadline of ctx until the returned stop is called.
-// If ctx ended meanwhile and the statement still finished, stop clears the
-// deadline again, so that a connection lib/pq keeps is usable.
-func watch(ctx context.Context, raw net.Conn) (stop func()) {
+// watch gives c's socket the deadline of ctx until the returned stop is
+// called. A connection whose deadline fired is done for, whether or not
+// its statement finished: its protocol state is unknown, and database/sql
+// drops it (IsValid, ResetSession).
+func (c *deadlineConn) watch(ctx context.Context) (stop func()) {
 	if ctx.Value(awaitAnswerKey{}) != nil {
 		return func() {}
 	}
 	var mu sync.Mutex
-	fired, done := false, false
+	done := false
 	stopAfter := context.AfterFunc(ctx, func() {
 		mu.Lock()
 		defer mu.Unlock()
 		if !done {
-			fired = true
-			_ = raw.SetDeadline(time.Now())
+			c.bad.Store(true)
+			_ = c.raw.SetDeadline(time.Now())
 		}
 	})
 	return func() {
@@ -166,18 +169,15 @@ func watch(ctx context.Context, raw net.Conn) (stop func()) {
 		mu.Lock()
 		defer mu.Unlock()
 		done = true
-		if fired {
-			_ = raw.SetDeadline(time.Time{})
-		}
 	}
 }
 
 // within runs fn under a fresh timeout, for the calls lib/pq makes without
 // a context.
-func within(raw net.Conn, timeout time.Duration, fn func() error) error {
+func (c *deadlineConn) within(timeout time.Duration, fn func() error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	stop := watch(ctx, raw)
+	stop := c.watch(ctx)
 	defer stop()
 	return fn()
 }
@@ -187,13 +187,13 @@ func (c *deadlineConn) Prepare(query string) (driver.Stmt, error) {
 }
 
 func (c *deadlineConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	stop := watch(ctx, c.raw)
+	stop := c.watch(ctx)
 	defer stop()
 	st, err := c.pq.(driver.ConnPrepareContext).PrepareContext(ctx, query)
 	if err != nil {
 		return nil, err
 	}
-	return &deadlineStmt{pq: st, raw: c.raw}, nil
+	return &deadlineStmt{pq: st, c: c}, nil
 }
 
 func (c *deadlineConn) Close() error { return c.pq.Close() }
@@ -203,23 +203,23 @@ func (c *deadlineConn) Begin() (driver.Tx, error) {
 }
 
 func (c *deadlineConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	stop := watch(ctx, c.raw)
+	stop := c.watch(ctx)
 	defer stop()
 	tx, err := c.pq.(driver.ConnBeginTx).BeginTx(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	return &deadlineTx{pq: tx, raw: c.raw, ctx: ctx}, nil
+	return &deadlineTx{pq: tx, c: c, ctx: ctx}, nil
 }
 
 func (c *deadlineConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	stop := watch(ctx, c.raw)
+	stop := c.watch(ctx)
 	defer stop()
 	return c.pq.(driver.ExecerContext).ExecContext(ctx, query, args)
 }
 
 func (c *deadlineConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	stop := watch(ctx, c.raw)
+	stop := c.watch(ctx)
 	rows, err := c.pq.(driver.QueryerContext).QueryContext(ctx, query, args)
 	if err != nil {
 		stop()
@@ -229,16 +229,19 @@ func (c *deadlineConn) QueryContext(ctx context.Context, query string, args []dr
 }
 
 func (c *deadlineConn) Ping(ctx context.Context) error {
-	stop := watch(ctx, c.raw)
+	stop := c.watch(ctx)
 	defer stop()
 	return c.pq.(driver.Pinger).Ping(ctx)
 }
 
 func (c *deadlineConn) ResetSession(ctx context.Context) error {
+	if c.bad.Load() {
+		return driver.ErrBadConn
+	}
 	return c.pq.(driver.SessionResetter).ResetSession(ctx)
 }
 
-func (c *deadlineConn) IsValid() bool { return c.pq.(driver.Validator).IsValid() }
+func (c *deadlineConn) IsValid() bool { return !c.bad.Load() && c.pq.(driver.Validator).IsValid() }
 
 func (c *deadlineConn) CheckNamedValue(nv *driver.NamedValue) error {
 	return c.pq.(driver.NamedValueChecker).CheckNamedValue(nv)
@@ -246,12 +249,12 @@ func (c *deadlineConn) CheckNamedValue(nv *driver.NamedValue) error {
 
 type deadlineTx struct {
 	pq  driver.Tx
-	raw net.Conn
+	c   *deadlineConn
 	ctx context.Context
 }
 
 func (t *deadlineTx) Commit() error {
-	stop := watch(t.ctx, t.raw)
+	stop := t.c.watch(t.ctx)
 	defer stop()
 	return t.pq.Commit()
 }
@@ -260,16 +263,16 @@ func (t *deadlineTx) Commit() error {
 // transaction's context ends, and a rollback cut short at once would drop
 // the connection of every transaction ended that way.
 func (t *deadlineTx) Rollback() error {
-	return within(t.raw, rollbackTimeout, t.pq.Rollback)
+	return t.c.within(rollbackTimeout, t.pq.Rollback)
 }
 
 type deadlineStmt struct {
-	pq  driver.Stmt
-	raw net.Conn
+	pq driver.Stmt
+	c  *deadlineConn
 }
 
 func (s *deadlineStmt) Close() error {
-	return within(s.raw, rollbackTimeout, s.pq.Close)
+	return s.c.within(rollbackTimeout, s.pq.Close)
 }
 
 func (s *deadlineStmt) NumInput() int { return s.pq.NumInput() }
@@ -292,13 +295,13 @@ func named(args []driver.Value) []driver.NamedValue {
 }
 
 func (s *deadlineStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	stop := watch(ctx, s.raw)
+	stop := s.c.watch(ctx)
 	defer stop()
 	return s.pq.(driver.StmtExecContext).ExecContext(ctx, args)
 }
 
 func (s *deadlineStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
-	stop := watch(ctx, s.raw)
+	stop := s.c.watch(ctx)
 	rows, err := s.pq.(driver.StmtQueryContext).QueryContext(ctx, args)
 	if err != nil {
 		stop()
