@@ -105,10 +105,10 @@ func parseCursor(s string) (job.ID, bool) {
 }
 
 // fanOutTimeout bounds the wait for the shards of a request that reads
-// them all (the list, the queue statistics): a shard that has not answered
-// by then is unavailable to it. A healthy shard answers in milliseconds;
-// one frozen (a network stall) would otherwise hold the request until the
-// server's write timeout.
+// them all (the list, the queue statistics), and for the shard of a job
+// read: a shard that has not answered by then is unavailable to it. A
+// healthy shard answers in milliseconds; one frozen (a network stall) would
+// otherwise hold the request until the server's write timeout.
 const fanOutTimeout = 10 * time.Second
 
 // fanOutFailed answers a request that needs every shard when one failed.
