@@ -329,7 +329,3 @@ func (r *deadlineRows) HasNextResultSet() bool {
 func (r *deadlineRows) NextResultSet() error {
 	return r.Rows.(driver.RowsNextResultSet).NextResultSet()
 }
-
-func (r *deadlineRows) ColumnTypeDatabaseTypeName(i int) string {
-	return r.Rows.(driver.RowsColumnTypeDatabaseTypeName).ColumnTypeDatabaseTypeName(i)
-}
