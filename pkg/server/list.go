@@ -74,7 +74,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, tenant string) {
 		writeProblem(w, http.StatusUnprocessableEntity, "the query has invalid parameters", errs...)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), fanOutTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), shardReadTimeout)
 	defer cancel()
 	jobs, more, err := s.store.List(ctx, lq)
 	if err != nil {
@@ -104,12 +104,12 @@ func parseCursor(s string) (job.ID, bool) {
 	return id, !id.IsZero()
 }
 
-// fanOutTimeout bounds the wait for the shards of a request that reads
-// them all (the list, the queue statistics), and for the shard of a job
-// read: a shard that has not answered by then is unavailable to it. A
+// shardReadTimeout bounds the wait for a shard in a request that reads: the
+// shards of the list and of the queue statistics, the shard of a job. A
+// shard that has not answered by then is unavailable to it. A
 // healthy shard answers in milliseconds; one frozen (a network stall) would
 // otherwise hold the request until the server's write timeout.
-const fanOutTimeout = 10 * time.Second
+const shardReadTimeout = 10 * time.Second
 
 // fanOutFailed answers a request that needs every shard when one failed.
 func (s *Server) fanOutFailed(w http.ResponseWriter, what string, err error) {
@@ -150,7 +150,7 @@ type QueuesAnswer struct {
 // over all shards, with RabbitMQ's consumer counts. A shard that does not
 // answer is named in unavailable_shards; when none answers, 503.
 func (s *Server) queues(w http.ResponseWriter, r *http.Request, tenant string) {
-	sctx, scancel := context.WithTimeout(r.Context(), fanOutTimeout)
+	sctx, scancel := context.WithTimeout(r.Context(), shardReadTimeout)
 	defer scancel()
 	stats, errs := s.store.QueueStats(sctx, tenant)
 	ans := QueuesAnswer{Queues: make([]QueueInfo, len(stats))}

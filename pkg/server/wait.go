@@ -206,7 +206,7 @@ func (s *Server) read(ctx context.Context, tenant string, id job.ID) (*job.Job, 
 			s.log.Debug("cache read failed; using Postgres", "job_id", id.String(), "error", err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, fanOutTimeout)
+	ctx, cancel := context.WithTimeout(ctx, shardReadTimeout)
 	defer cancel()
 	return s.store.Get(ctx, tenant, id)
 }
