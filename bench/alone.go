@@ -28,7 +28,6 @@ type Floor struct {
 	SucceededP50   float64 `json:"submit_to_succeeded_p50_ms"`
 	SucceededP99   float64 `json:"submit_to_succeeded_p99_ms"`
 	AchievedPerSec float64 `json:"achieved_submit_per_sec"`
-	Failures       int     `json:"failures"`
 	// The median of each step alone: the INSERT and its commit, the publish
 	// and its confirm, the claim's UPDATE and commit, the completion's.
 	InsertP50   float64 `json:"insert_p50_ms"`
@@ -160,37 +159,29 @@ func floor(ctx context.Context, cfg Config, m *meter) (*Floor, error) {
 	}()
 	defer func() { stopConsume(); <-consumed }()
 
-	interval := time.Second / time.Duration(cfg.Rate)
 	w := m.begin(ctx)
-	start := time.Now()
-	for i := range total {
-		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d)
+	elapsed := offer(cfg.Rate, total, func(i int) {
+		id := job.NewID(time.Now(), 0)
+		t0 := time.Now()
+		mu.Lock()
+		begun[id.String()] = t0
+		mu.Unlock()
+		if _, err := insertStmt.ExecContext(ctx, id, fmt.Sprintf(`{"i":%d}`, i)); err != nil {
+			fail(fmt.Errorf("insert: %w", err))
+			return
 		}
-		go func() {
-			id := job.NewID(time.Now(), 0)
-			t0 := time.Now()
-			mu.Lock()
-			begun[id.String()] = t0
-			mu.Unlock()
-			if _, err := insertStmt.ExecContext(ctx, id, fmt.Sprintf(`{"i":%d}`, i)); err != nil {
-				fail(fmt.Errorf("insert: %w", err))
-				return
-			}
-			step("insert", t0)
-			body := fmt.Appendf(nil, `{"id":%q,"type":"echo"}`, id.String())
-			t := time.Now()
-			if err := b.Publish(ctx, broker.Message{Queue: queue, MessageID: id.String(), Body: body}); err != nil {
-				fail(fmt.Errorf("publish: %w", err))
-				return
-			}
-			step("publish", t)
-			mu.Lock()
-			submit = append(submit, ms(time.Since(t0)))
-			mu.Unlock()
-		}()
-	}
-	elapsed := time.Since(start)
+		step("insert", t0)
+		body := fmt.Appendf(nil, `{"id":%q,"type":"echo"}`, id.String())
+		t := time.Now()
+		if err := b.Publish(ctx, broker.Message{Queue: queue, MessageID: id.String(), Body: body}); err != nil {
+			fail(fmt.Errorf("publish: %w", err))
+			return
+		}
+		step("publish", t)
+		mu.Lock()
+		submit = append(submit, ms(time.Since(t0)))
+		mu.Unlock()
+	})
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -203,8 +194,7 @@ func floor(ctx context.Context, cfg Config, m *meter) (*Floor, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	return &Floor{
-		Rate: cfg.Rate, Seconds: elapsed.Seconds(), Jobs: total,
-		AchievedPerSec: float64(total) / elapsed.Seconds(), Failures: int(failures.Load()),
+		Rate: cfg.Rate, Seconds: elapsed.Seconds(), Jobs: total, AchievedPerSec: float64(total) / elapsed.Seconds(),
 		SubmitP50: pct(submit, 50), SubmitP99: pct(submit, 99),
 		SucceededP50: pct(succeeded, 50), SucceededP99: pct(succeeded, 99),
 		Steps: floorSteps, Usage: usage,

@@ -94,7 +94,8 @@ func TestSmoke(t *testing.T) {
 		back.Latency == nil || back.Latency.Jobs != 40 || back.Floor == nil || back.Floor.Jobs != 40 {
 		t.Fatalf("JSON lacks phases: %s", b)
 	}
-	if f := back.Floor; f.Failures != 0 || f.SucceededP50 <= 0 || f.SubmitP50 <= 0 ||
+	// A floor job that failed fails the run (Run's error above).
+	if f := back.Floor; f.SucceededP50 <= 0 || f.SubmitP50 <= 0 ||
 		f.InsertP50 <= 0 || f.PublishP50 <= 0 || f.ClaimP50 <= 0 || f.CompleteP50 <= 0 {
 		t.Errorf("floor figures: %+v", f)
 	}

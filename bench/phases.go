@@ -221,30 +221,20 @@ func latency(ctx context.Context, c *client.Client, cfg Config, m *meter) (*Late
 		return nil, err
 	}
 	total := int(float64(cfg.Rate) * cfg.Duration.Seconds())
-	interval := time.Second / time.Duration(cfg.Rate)
 	submit := make([]float64, total)
 	ids := make([]string, total)
 	var failures atomic.Int64
-	var wg sync.WaitGroup
 	w := m.begin(ctx)
-	start := time.Now()
-	for i := range total {
-		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d)
+	elapsed := offer(cfg.Rate, total, func(i int) {
+		t0 := time.Now()
+		j, err := c.Submit(ctx, echoReq(cfg, i))
+		submit[i] = ms(time.Since(t0))
+		if err != nil {
+			failures.Add(1)
+			return
 		}
-		wg.Go(func() {
-			t0 := time.Now()
-			j, err := c.Submit(ctx, echoReq(cfg, i))
-			submit[i] = ms(time.Since(t0))
-			if err != nil {
-				failures.Add(1)
-				return
-			}
-			ids[i] = j.ID.String()
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+		ids[i] = j.ID.String()
+	})
 	if err := drained(ctx, c, cfg.Queue); err != nil {
 		return nil, err
 	}
@@ -290,6 +280,24 @@ func latency(ctx context.Context, c *client.Client, cfg Config, m *meter) (*Late
 	l.StartedP50, l.StartedP99 = pct(started, 50), pct(started, 99)
 	l.SucceededP50, l.SucceededP99 = pct(succeeded, 50), pct(succeeded, 99)
 	return l, nil
+}
+
+// offer calls fn(i) for each i below total, each in its own goroutine at
+// its own time, rate calls a second (open loop: a slow call delays no
+// other), and returns, once every call has, how long the offering took.
+func offer(rate, total int, fn func(i int)) time.Duration {
+	interval := time.Second / time.Duration(rate)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range total {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Go(func() { fn(i) })
+	}
+	elapsed := time.Since(start)
+	wg.Wait()
+	return elapsed
 }
 
 // drained polls the queue's statistics until nothing is left to run in it.
