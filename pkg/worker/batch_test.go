@@ -21,15 +21,7 @@ func TestConcurrentJobsShareBatchesAndRunOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := stacktest.New(t, stacktest.Options{Shards: 2})
-	w := newWorker(t, s, func(c *worker.Config) { c.Concurrency = 40 })
-	var mu sync.Mutex
-	runs := map[string]int{}
-	must(t, worker.Handle(w, "tally", func(ctx context.Context, j *worker.Job[args]) (args, error) {
-		mu.Lock()
-		runs[j.ID]++
-		mu.Unlock()
-		return args{N: j.Args.N * 2}, nil
-	}))
+	w, runs := tallyWorker(t, s, 40)
 
 	const n = 200
 	jobs := make([]*job.Job, n)
@@ -59,10 +51,8 @@ func TestConcurrentJobsShareBatchesAndRunOnce(t *testing.T) {
 			return err == nil && c.State == job.Succeeded
 		})
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	for _, j := range jobs {
-		if r := runs[j.ID.String()]; r != 1 {
+		if r := runs(j.ID); r != 1 {
 			t.Errorf("job %s ran %d times, want once", j.ID, r)
 		}
 	}
@@ -70,6 +60,26 @@ func TestConcurrentJobsShareBatchesAndRunOnce(t *testing.T) {
 
 // tallyJob returns a queued "tally" job with {"n": n} on shard, to be
 // stored by the test, and its message, to be published by the test.
+// tallyWorker is a worker of the given concurrency that handles "tally"
+// jobs, answering {"n": 2n}, and counts the runs of each job: runs(id).
+func tallyWorker(t *testing.T, s *stacktest.Stack, concurrency int) (*worker.Worker, func(id job.ID) int) {
+	t.Helper()
+	w := newWorker(t, s, func(c *worker.Config) { c.Concurrency = concurrency })
+	var mu sync.Mutex
+	runs := map[string]int{}
+	must(t, worker.Handle(w, "tally", func(ctx context.Context, j *worker.Job[args]) (args, error) {
+		mu.Lock()
+		runs[j.ID]++
+		mu.Unlock()
+		return args{N: j.Args.N * 2}, nil
+	}))
+	return w, func(id job.ID) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return runs[id.String()]
+	}
+}
+
 func tallyJob(t *testing.T, shard, n int) (*job.Job, broker.Message) {
 	t.Helper()
 	now := time.Now().UTC()

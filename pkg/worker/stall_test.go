@@ -3,13 +3,11 @@ package worker_test
 import (
 	"context"
 	"database/sql"
-	"sync"
 	"testing"
 
 	"github.com/warrenhq/warren/pkg/broker"
 	"github.com/warrenhq/warren/pkg/job"
 	"github.com/warrenhq/warren/pkg/stacktest"
-	"github.com/warrenhq/warren/pkg/worker"
 )
 
 // A shard that stops answering holds up only its own jobs. Shard 0's jobs
@@ -22,15 +20,7 @@ func TestAShardNotAnsweringDoesNotStallTheOthers(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s := stacktest.New(t, stacktest.Options{Shards: 2})
-	w := newWorker(t, s, func(c *worker.Config) { c.Concurrency = 4 })
-	var mu sync.Mutex
-	runs := map[string]int{}
-	must(t, worker.Handle(w, "tally", func(ctx context.Context, j *worker.Job[args]) (args, error) {
-		mu.Lock()
-		runs[j.ID]++
-		mu.Unlock()
-		return args{N: j.Args.N}, nil
-	}))
+	w, runs := tallyWorker(t, s, 4)
 
 	const perShard = 12
 	var jobs []*job.Job
@@ -66,10 +56,8 @@ func TestAShardNotAnsweringDoesNotStallTheOthers(t *testing.T) {
 	for _, j := range jobs[:perShard] {
 		waitState(t, s, j, job.Succeeded)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	for _, j := range jobs {
-		if r := runs[j.ID.String()]; r != 1 {
+		if r := runs(j.ID); r != 1 {
 			t.Errorf("job %s (shard %d) ran %d times, want once", j.ID, j.ID.Shard(), r)
 		}
 	}
